@@ -1,0 +1,325 @@
+"""Model configurations: dataclasses whose field names follow transformers' ViTConfig/ViltConfig.
+
+Both configs round-trip through JSON (``to_dict``/``from_dict``, ``save``/``load``), validate
+themselves on construction, and come in named presets (``ViTConfig.from_preset("vit-small/16")``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish", "tanh")
+
+C = TypeVar("C", bound="_BaseConfig")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot build a model; the message names the field."""
+
+
+def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    return (int(value[0]), int(value[1]))
+
+
+@dataclass
+class _BaseConfig:
+    """Fields and behaviour shared by every vilt config."""
+
+    model_type: ClassVar[str] = ""
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    layer_norm_eps: float = 1e-12
+    qkv_bias: bool = True
+    image_size: int | tuple[int, int] = 224
+    patch_size: int | tuple[int, int] = 16
+    num_channels: int = 3
+    initializer_range: float = 0.02
+    num_labels: int = 2
+    id2label: dict[int, str] | None = None
+    label2id: dict[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, list):
+            self.image_size = tuple(self.image_size)
+        if isinstance(self.patch_size, list):
+            self.patch_size = tuple(self.patch_size)
+        if self.id2label is not None:
+            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            if self.label2id is None:
+                self.label2id = {v: k for k, v in self.id2label.items()}
+            self.num_labels = len(self.id2label)
+        if self.label2id is not None:
+            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+        self.validate()
+
+    # -- validation ---------------------------------------------------------------------------
+    def _positive_fields(self) -> tuple[str, ...]:
+        return (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "num_channels",
+        )
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first field that cannot build a model."""
+        name = type(self).__name__
+        for f in self._positive_fields():
+            value = getattr(self, f)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name}.{f} must be a positive integer, got {value!r}")
+        for f in ("image_size", "patch_size"):
+            for v in _pair(getattr(self, f)):
+                if v <= 0:
+                    raise ConfigError(f"{name}.{f} must be positive, got {getattr(self, f)!r}")
+        ih, iw = _pair(self.image_size)
+        ph, pw = _pair(self.patch_size)
+        if ph > ih or pw > iw:
+            raise ConfigError(
+                f"{name}.patch_size {self.patch_size!r} is larger than image_size {self.image_size!r}"
+            )
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ConfigError(
+                f"{name}.hidden_size ({self.hidden_size}) must be divisible by "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.hidden_act not in ACTIVATIONS:
+            raise ConfigError(
+                f"{name}.hidden_act {self.hidden_act!r} is not supported; "
+                f"choose one of {', '.join(ACTIVATIONS)}"
+            )
+        for f in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, f)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name}.{f} must be in [0, 1), got {value!r}")
+        if self.layer_norm_eps <= 0:
+            raise ConfigError(f"{name}.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+        if self.num_labels < 0:
+            raise ConfigError(f"{name}.num_labels must be >= 0, got {self.num_labels!r}")
+
+    # -- derived sizes ------------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """Rows and columns of the learned position-embedding grid."""
+        ih, iw = _pair(self.image_size)
+        ph, pw = _pair(self.patch_size)
+        return ih // ph, iw // pw
+
+    # -- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("image_size", "patch_size"):
+            if isinstance(out[key], tuple):
+                out[key] = list(out[key])
+        if out["id2label"] is not None:
+            out["id2label"] = {str(k): v for k, v in out["id2label"].items()}
+        out["model_type"] = self.model_type
+        return out
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any], **overrides: Any) -> C:
+        """Build from a dict, ignoring keys that are not fields (e.g. model_type, architectures)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in overrides if k not in names]
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}; "
+                f"known fields: {', '.join(sorted(names))}"
+            )
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if "num_labels" in overrides and "id2label" not in overrides:
+            if kwargs.get("id2label") and len(kwargs["id2label"]) != overrides["num_labels"]:
+                kwargs["id2label"] = None
+                kwargs["label2id"] = None
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the config as JSON to ``path`` (a file path)."""
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(self.to_json_string())
+
+    @classmethod
+    def load(cls: type[C], path: str | os.PathLike, **overrides: Any) -> C:
+        """Read a config written by ``save`` (or a transformers config.json of the same family)."""
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err})") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        return cls.from_dict(data, **overrides)
+
+    def replace(self: C, **changes: Any) -> C:
+        """A copy with some fields changed (validated again)."""
+        return type(self).from_dict(self.to_dict(), **changes)
+
+    @classmethod
+    def from_preset(cls: type[C], name: str, **overrides: Any) -> C:
+        """A named preset (see ``PRESETS``), optionally with fields overridden."""
+        known = sorted(k for k, (c, _) in PRESETS.items() if c is cls)
+        if name not in PRESETS or PRESETS[name][0] is not cls:
+            raise ConfigError(
+                f"unknown {cls.__name__} preset {name!r}; known presets: {', '.join(known)}"
+            )
+        return cls(**{**PRESETS[name][1], **overrides})
+
+
+@dataclass
+class ViTConfig(_BaseConfig):
+    """Image-only Vision Transformer. Defaults are ViT-B/16 at 224 (google/vit-base-patch16-224)."""
+
+    model_type: ClassVar[str] = "vit"
+
+    pooling: str = "cls"  # "cls" or "mean": what ViTForImageClassification classifies
+
+    def validate(self) -> None:
+        super().validate()
+        if self.pooling not in ("cls", "mean"):
+            raise ConfigError(f"ViTConfig.pooling must be 'cls' or 'mean', got {self.pooling!r}")
+
+
+@dataclass
+class ViltConfig(_BaseConfig):
+    """Vision-and-language transformer. Defaults are ViLT-B/32 at 384 (dandelin/vilt-b32-mlm)."""
+
+    model_type: ClassVar[str] = "vilt"
+
+    image_size: int | tuple[int, int] = 384
+    patch_size: int | tuple[int, int] = 32
+    vocab_size: int = 30522
+    type_vocab_size: int = 2
+    modality_type_vocab_size: int = 2
+    max_position_embeddings: int = 40
+    max_image_length: int = -1
+    num_images: int = -1
+    pad_token_id: int | None = None
+
+    def _positive_fields(self) -> tuple[str, ...]:
+        return (*super()._positive_fields(), "vocab_size", "type_vocab_size", "max_position_embeddings")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.modality_type_vocab_size < 2:
+            raise ConfigError(
+                "ViltConfig.modality_type_vocab_size must be >= 2 (text and image), "
+                f"got {self.modality_type_vocab_size!r}"
+            )
+        if self.max_image_length == 0 or self.max_image_length < -1:
+            raise ConfigError(
+                "ViltConfig.max_image_length must be -1 (keep every patch) or positive, "
+                f"got {self.max_image_length!r}"
+            )
+        if self.num_images != -1 and self.num_images < 1:
+            raise ConfigError(f"ViltConfig.num_images must be -1 or >= 1, got {self.num_images!r}")
+        if self.num_images > 1 and self.modality_type_vocab_size < self.num_images + 1:
+            raise ConfigError(
+                f"ViltConfig.num_images={self.num_images} needs modality_type_vocab_size >= "
+                f"{self.num_images + 1}, got {self.modality_type_vocab_size}"
+            )
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(
+                f"ViltConfig.pad_token_id {self.pad_token_id} is outside the vocabulary "
+                f"(vocab_size {self.vocab_size})"
+            )
+
+
+PRESETS: dict[str, tuple[type[_BaseConfig], dict[str, Any]]] = {
+    # public ViT shapes
+    "vit-tiny/16": (ViTConfig, dict(hidden_size=192, num_attention_heads=3, intermediate_size=768)),
+    "vit-small/16": (ViTConfig, dict(hidden_size=384, num_attention_heads=6, intermediate_size=1536)),
+    "vit-base/16": (ViTConfig, dict()),
+    "vit-base/32": (ViTConfig, dict(patch_size=32)),
+    "vit-large/16": (
+        ViTConfig,
+        dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+    ),
+    # small shapes for CPU training and tests
+    "vit-micro": (
+        ViTConfig,
+        dict(
+            hidden_size=96,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=192,
+            image_size=32,
+            patch_size=4,
+            layer_norm_eps=1e-6,
+        ),
+    ),
+    "vit-test": (
+        ViTConfig,
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+        ),
+    ),
+    # ViLT
+    "vilt-b32": (ViltConfig, dict()),
+    "vilt-small": (
+        ViltConfig,
+        dict(
+            hidden_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=256,
+            image_size=64,
+            patch_size=8,
+            vocab_size=1000,
+            max_position_embeddings=40,
+            layer_norm_eps=1e-6,
+        ),
+    ),
+    "vilt-test": (
+        ViltConfig,
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+            vocab_size=100,
+            max_position_embeddings=16,
+        ),
+    ),
+}
+
+
+def preset_names() -> list[str]:
+    """Every preset name, ViT and ViLT."""
+    return sorted(PRESETS)
+
+
+def get_preset(name: str, **overrides: Any) -> ViTConfig | ViltConfig:
+    """The config for a preset name of either family."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
+    cls, _ = PRESETS[name]
+    return cls.from_preset(name, **overrides)
+

@@ -1,0 +1,31 @@
+"""Models: the shared layers, ViT, ViLT and their heads, and the checkpoint mechanism."""
+
+from .outputs import EncoderOutput, ModelOutput, PreTrainingOutput, TaskOutput
+from .pretrained import CheckpointError, CheckpointWarning, PreTrainedModel
+from .vilt import (
+    ViltForImagesAndTextClassification,
+    ViltForImageTextMatching,
+    ViltForMaskedLM,
+    ViltForPreTraining,
+    ViltForQuestionAnswering,
+    ViltModel,
+)
+from .vit import ViTForImageClassification, ViTModel
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointWarning",
+    "EncoderOutput",
+    "ModelOutput",
+    "PreTrainedModel",
+    "PreTrainingOutput",
+    "TaskOutput",
+    "ViTForImageClassification",
+    "ViTModel",
+    "ViltForImageTextMatching",
+    "ViltForImagesAndTextClassification",
+    "ViltForMaskedLM",
+    "ViltForPreTraining",
+    "ViltForQuestionAnswering",
+    "ViltModel",
+]

@@ -1,0 +1,219 @@
+"""Token embeddings: image patches (ViT and ViLT flavours) and text (BERT-style).
+
+ViLT images keep their own size: each image's learned position grid is interpolated to its own
+patch grid, padding patches are masked, and (in training, when ``max_image_length`` > 0) a
+random subset of patches is drawn — all vectorised over the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ViltConfig, ViTConfig, _pair
+from .layers import trunc_normal_
+
+
+class PatchEmbedding(nn.Module):
+    """Cut an image into P x P patches and project each to D (one strided convolution)."""
+
+    def __init__(self, *, patch_size: tuple[int, int], in_chans: int, dim: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, D, H // P, W // P)."""
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.in_chans:
+            raise ValueError(
+                f"pixel_values must have shape (batch, {self.in_chans}, height, width), "
+                f"got {tuple(pixel_values.shape)}"
+            )
+        ph, pw = self.patch_size
+        if pixel_values.shape[2] < ph or pixel_values.shape[3] < pw:
+            raise ValueError(
+                f"image of {pixel_values.shape[2]}x{pixel_values.shape[3]} pixels is smaller than "
+                f"one {ph}x{pw} patch"
+            )
+        return self.proj(pixel_values.to(self.proj.weight.dtype))
+
+
+def resize_pos_grid(
+    grid: torch.Tensor, size: tuple[int, int], mode: str, align_corners: bool
+) -> torch.Tensor:
+    """(1, D, gh, gw) position grid -> (1, D, h, w); no-op when the size already matches."""
+    if tuple(grid.shape[-2:]) == tuple(size):
+        return grid
+    return F.interpolate(grid, size=size, mode=mode, align_corners=align_corners)
+
+
+class ViTImageEmbeddings(nn.Module):
+    """ViT: class token + patches + learned positions (bicubic-interpolated on request)."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.grid = config.patch_grid
+        self.patch_embeddings = PatchEmbedding(
+            patch_size=_pair(config.patch_size), in_chans=config.num_channels, dim=d
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1] + 1, d))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False
+    ) -> torch.Tensor:
+        x = self.patch_embeddings(pixel_values)
+        b, d, h, w = x.shape
+        pos = self.position_embeddings
+        if (h, w) != self.grid:
+            if not interpolate_pos_encoding:
+                raise ValueError(
+                    f"image size {tuple(pixel_values.shape[-2:])} gives a {h}x{w} patch grid but "
+                    f"the model was built for {self.grid[0]}x{self.grid[1]}; pass "
+                    "interpolate_pos_encoding=True to interpolate the position embeddings"
+                )
+            grid = pos[:, 1:].reshape(1, *self.grid, d).permute(0, 3, 1, 2)
+            grid = resize_pos_grid(grid, (h, w), mode="bicubic", align_corners=False)
+            pos = torch.cat([pos[:, :1], grid.flatten(2).transpose(1, 2)], dim=1)
+        x = torch.cat([self.cls_token.expand(b, -1, -1), x.flatten(2).transpose(1, 2)], dim=1)
+        return self.dropout(x + pos)
+
+
+class ViltImageEmbeddings(nn.Module):
+    """ViLT: patches of variable-size, padded images with per-image interpolated positions.
+
+    Returns the image tokens (class token first), their keep-mask, and for each token the flat
+    index of its patch in the padded grid (-1 for the class token), which attention maps use.
+    """
+
+    def __init__(self, config: ViltConfig) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.grid = config.patch_grid
+        self.max_image_length = config.max_image_length
+        self.patch_embeddings = PatchEmbedding(
+            patch_size=_pair(config.patch_size), in_chans=config.num_channels, dim=d
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1] + 1, d))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        # Patch sampling in training draws from this generator when set (seeded runs).
+        self.generator: torch.Generator | None = None
+
+    def _positions(self, valid_h: torch.Tensor, valid_w: torch.Tensor, h: int, w: int):
+        """Per image: the position grid interpolated to its valid patch area, zero-padded.
+
+        Loops over the distinct image sizes in the batch (usually one), not over samples.
+        """
+        d = self.position_embeddings.shape[-1]
+        grid = self.position_embeddings[:, 1:].transpose(1, 2).reshape(1, d, *self.grid)
+        out = grid.new_zeros(valid_h.shape[0], d, h, w)
+        sizes = torch.stack([valid_h, valid_w], dim=1)
+        for vh, vw in torch.unique(sizes, dim=0).tolist():
+            if vh == 0 or vw == 0:
+                continue
+            rows = ((sizes[:, 0] == vh) & (sizes[:, 1] == vw)).nonzero(as_tuple=True)[0]
+            resized = resize_pos_grid(grid, (vh, vw), mode="bilinear", align_corners=True)
+            out[rows, :, :vh, :vw] = resized.to(out.dtype)
+        return out
+
+    def forward(
+        self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
+        x = self.patch_embeddings(pixel_values)
+        b, d, h, w = x.shape
+        if pixel_mask is None:
+            patch_mask = torch.ones(b, h, w, dtype=torch.long, device=x.device)
+        else:
+            if pixel_mask.shape != (b, *pixel_values.shape[-2:]):
+                raise ValueError(
+                    f"pixel_mask must have shape {(b, *pixel_values.shape[-2:])} to match "
+                    f"pixel_values, got {tuple(pixel_mask.shape)}"
+                )
+            patch_mask = F.interpolate(pixel_mask[:, None].float(), size=(h, w))[:, 0].long()
+        # Padding is at the bottom/right, so the first column and row count the valid patches.
+        valid_h = patch_mask[:, :, 0].sum(dim=1)
+        valid_w = patch_mask[:, 0, :].sum(dim=1)
+        if bool((valid_h == 0).any() or (valid_w == 0).any()):
+            bad = ((valid_h == 0) | (valid_w == 0)).nonzero(as_tuple=True)[0].tolist()
+            raise ValueError(f"pixel_mask of sample(s) {bad} covers less than one whole patch")
+
+        pos = self._positions(valid_h, valid_w, h, w).flatten(2).transpose(1, 2)  # (B, HW, D)
+        x = x.flatten(2).transpose(1, 2)  # (B, HW, D)
+        keep = patch_mask.flatten(1)  # (B, HW)
+        n_valid = keep.sum(dim=1)
+
+        sample = self.training and self.max_image_length > 0
+        length = int(n_valid.max())
+        if sample:
+            length = min(length, self.max_image_length)
+            # Random keys for real patches, keys above 1 (in raster order) for padding: sorting
+            # draws a random subset of real patches and fills up with padding only when short.
+            keys = torch.rand(keep.shape, generator=self.generator, device="cpu").to(keep.device)
+        else:
+            keys = torch.zeros(keep.shape, device=keep.device)
+        keys = torch.where(keep.bool(), keys, 2.0 + torch.arange(h * w, device=keep.device) / (h * w))
+        order = keys.argsort(dim=1, stable=True)[:, :length]  # (B, L)
+
+        x = x.gather(1, order[..., None].expand(-1, -1, d))
+        pos = pos.gather(1, order[..., None].expand(-1, -1, d))
+        keep = keep.gather(1, order)
+
+        cls = self.cls_token.expand(b, -1, -1)
+        x = torch.cat([cls, x], dim=1)
+        pos = torch.cat([self.position_embeddings[:, :1].expand(b, -1, -1), pos], dim=1)
+        x = self.dropout(x + pos)
+        keep = torch.cat([keep.new_ones(b, 1), keep], dim=1)
+        patch_index = torch.cat([order.new_full((b, 1), -1), order], dim=1)
+        return x, keep, patch_index, (h, w)
+
+
+class TextEmbeddings(nn.Module):
+    """Word + position + token-type embeddings, LayerNorm, dropout (BERT's text embedding)."""
+
+    def __init__(self, config: ViltConfig) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, d, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, d)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, d)
+        self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.vocab_size = config.vocab_size
+        self.max_positions = config.max_position_embeddings
+
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}")
+        t = input_ids.shape[1]
+        if t > self.max_positions:
+            raise ValueError(
+                f"text of {t} tokens is longer than max_position_embeddings ({self.max_positions}); "
+                "truncate it (ViltProcessor does by default)"
+            )
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.vocab_size):
+            raise ValueError(
+                f"input_ids hold token ids outside the vocabulary [0, {self.vocab_size}): "
+                f"min {int(input_ids.min())}, max {int(input_ids.max())}"
+            )
+        if token_type_ids is None:
+            token_types = self.token_type_embeddings.weight[0]
+        else:
+            token_types = self.token_type_embeddings(token_type_ids)
+        # Summed in transformers' order so that fp32 results match it bit for bit where possible.
+        x = self.word_embeddings(input_ids) + token_types + self.position_embeddings.weight[:t]
+        return self.dropout(self.norm(x))
+
+
+def init_embedding_params(module: nn.Module, std: float) -> None:
+    """Class tokens and position grids: truncated normal (transformers leaves ViLT's at zero,
+    which slows training from scratch; pretrained weights overwrite them anyway)."""
+    if isinstance(module, ViTImageEmbeddings | ViltImageEmbeddings):
+        trunc_normal_(module.cls_token, std)
+        trunc_normal_(module.position_embeddings, std)

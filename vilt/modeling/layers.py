@@ -1,0 +1,200 @@
+"""The transformer layers every vilt model shares: Attention, Mlp, Block, Encoder.
+
+One attention module serves ViT and ViLT. It runs through ``F.scaled_dot_product_attention``
+with a boolean key-padding mask; an explicit softmax path exists only to return the attention
+weights (``output_attentions=True``) and gives the same output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+_ACTIVATIONS = {
+    "gelu": nn.GELU,
+    "gelu_new": lambda: nn.GELU(approximate="tanh"),
+    "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
+    "quick_gelu": lambda: _QuickGELU(),
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "tanh": nn.Tanh,
+}
+
+
+class _QuickGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def activation(name: str) -> nn.Module:
+    """The activation module for a config's ``hidden_act`` name."""
+    return _ACTIVATIONS[name]()
+
+
+def key_padding_bias(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, N) keep-mask -> (B, 1, 1, N) boolean attention mask, or None when nothing is masked.
+
+    Returning None when every key is real lets SDPA pick its fastest kernel.
+    """
+    if mask is None:
+        return None
+    mask = mask.bool()
+    if bool(mask.all()):
+        return None
+    return mask[:, None, None, :]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused qkv projection."""
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop = attn_drop
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, N, D); mask: (B, 1, 1, N) bool, True = attend. Returns (out, weights or None)."""
+        b, n, d = x.shape
+        qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        dropout_p = self.attn_drop if self.training else 0.0
+        weights = None
+        if output_attentions:
+            scores = (q @ k.transpose(-2, -1)) * self.scale
+            if mask is not None:
+                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            weights = scores.softmax(dim=-1)
+            out = F.dropout(weights, dropout_p, self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        out = out.transpose(1, 2).reshape(b, n, d)
+        return self.proj_drop(self.proj(out)), weights
+
+
+class Mlp(nn.Module):
+    """Linear -> activation -> Linear, with dropout after each."""
+
+    def __init__(
+        self, *, dim: int, hidden_dim: int, act: str = "gelu", drop: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = activation(act)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.act(self.fc1(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        act: str = "gelu",
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        eps: float = 1e-12,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(
+            dim=dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop
+        )
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim=dim, hidden_dim=mlp_dim, act=act, drop=drop)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_out, weights = self.attn(self.norm1(x), mask, output_attentions)
+        x = x + attn_out
+        x = x + self.mlp(self.norm2(x))
+        return x, weights
+
+
+class Encoder(nn.Module):
+    """A stack of Blocks and a final LayerNorm; optional gradient checkpointing."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            Block(
+                dim=config.hidden_size,
+                num_heads=config.num_attention_heads,
+                mlp_dim=config.intermediate_size,
+                act=config.hidden_act,
+                qkv_bias=config.qkv_bias,
+                drop=config.hidden_dropout_prob,
+                attn_drop=config.attention_probs_dropout_prob,
+                eps=config.layer_norm_eps,
+            )
+            for _ in range(config.num_hidden_layers)
+        )
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        keep_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        """keep_mask: (B, N), 1 = real token. Returns (normed output, hidden states, attentions).
+
+        hidden_states holds the embeddings and every block's output before the final norm, as
+        transformers does.
+        """
+        mask = key_padding_bias(keep_mask)
+        hidden: list[torch.Tensor] = []
+        attentions: list[torch.Tensor] = []
+        for block in self.blocks:
+            if output_hidden_states:
+                hidden.append(x)
+            if self.gradient_checkpointing and self.training and not output_attentions:
+                x, weights = checkpoint(block, x, mask, False, use_reentrant=False)
+            else:
+                x, weights = block(x, mask, output_attentions)
+            if output_attentions:
+                attentions.append(weights)
+        if output_hidden_states:
+            hidden.append(x)
+        return (
+            self.norm(x),
+            tuple(hidden) if output_hidden_states else None,
+            tuple(attentions) if output_attentions else None,
+        )
+
+
+def trunc_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
+    """Truncated normal at two standard deviations (what ViT uses for position embeddings)."""
+    return nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-2 * std, b=2 * std)
+

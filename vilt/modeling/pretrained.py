@@ -1,0 +1,284 @@
+"""The one checkpoint mechanism every vilt model shares.
+
+vilt's own format is a directory with ``config.json`` (the config, the model class and a
+``vilt_format`` version) and ``model.safetensors``. Other formats (transformers checkpoints, hub
+names) plug in as readers and writers registered by ``vilt.interop``; modeling never imports
+interop, so the dependency points one way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..config import ViltConfig, ViTConfig
+from .embeddings import init_embedding_params
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+M = TypeVar("M", bound="PreTrainedModel")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded into the requested model; the message says why."""
+
+
+class CheckpointWarning(UserWarning):
+    """Keys that were newly initialised or left unused when loading a checkpoint."""
+
+
+@dataclass
+class Checkpoint:
+    """What a reader returns: a config dict, a state dict in vilt's names, and the class name of
+    the model that wrote it (to tell a change of head from a broken checkpoint)."""
+
+    config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    architecture: str
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+Reader = Callable[[str, type], "Checkpoint | None"]
+Writer = Callable[["PreTrainedModel", Path], None]
+CHECKPOINT_READERS: list[Reader] = []
+CHECKPOINT_WRITERS: dict[str, Writer] = {}
+
+
+def register_checkpoint_reader(reader: Reader) -> Reader:
+    """Add a reader: ``reader(path_or_name, model_cls)`` returns a Checkpoint or None."""
+    if reader not in CHECKPOINT_READERS:
+        CHECKPOINT_READERS.append(reader)
+    return reader
+
+
+def register_checkpoint_writer(name: str, writer: Writer) -> None:
+    """Add a ``save_pretrained(path, format=name)`` writer."""
+    CHECKPOINT_WRITERS[name] = writer
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` then rename into place, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_vilt_checkpoint(path: str, model_cls: type) -> Checkpoint | None:
+    """vilt's own format; None when ``path`` is not such a directory."""
+    config_file = Path(path) / CONFIG_NAME
+    if not config_file.is_file():
+        return None
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{config_file}: not valid JSON ({err})") from err
+    if not isinstance(data, dict) or "vilt_format" not in data:
+        return None
+    weights = Path(path) / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{path}: has {CONFIG_NAME} but no {WEIGHTS_NAME}")
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types
+        raise CheckpointError(f"{weights}: cannot be read as safetensors ({err})") from err
+    arch = (data.get("architectures") or [""])[0]
+    return Checkpoint(config=data, state_dict=state, architecture=arch, source=str(path))
+
+
+class PreTrainedModel(nn.Module):
+    """Base class: weight init, save/load, weight-decay groups, gradient checkpointing."""
+
+    config_class: type[ViTConfig] | type[ViltConfig] = ViltConfig
+    # Attribute holding the backbone in models with a head ("" for the backbones themselves).
+    base_model_prefix: str = ""
+    # Parameter-name prefixes of task heads: these train at the head learning-rate multiplier.
+    head_prefixes: tuple[str, ...] = ()
+
+    def __init__(self, config: ViTConfig | ViltConfig) -> None:
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, "
+                f"got {type(config).__name__}"
+            )
+        self.config = config
+        self.loading_info: dict[str, list[str]] = {}
+
+    # -- initialisation -----------------------------------------------------------------------
+    def post_init(self) -> None:
+        """Initialise every weight as transformers does (normal(0, initializer_range))."""
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        init_embedding_params(module, std)
+
+    # -- optimisation helpers -----------------------------------------------------------------
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters that skip weight decay: biases, norms, class tokens, positions."""
+        return {
+            name
+            for name, param in self.named_parameters()
+            if param.ndim <= 1 or name.endswith(("cls_token", "position_embeddings"))
+        }
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute block activations in backward: less memory, about a third more compute."""
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = False
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # -- saving -------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike, format: str = "vilt") -> None:
+        """Write the model to directory ``path``: vilt's format, or another registered one
+        (``format="transformers"`` once vilt.interop is imported, as ``import vilt`` does)."""
+        out = Path(path)
+        if format != "vilt":
+            if format not in CHECKPOINT_WRITERS:
+                raise ValueError(
+                    f"unknown checkpoint format {format!r}; known: vilt, "
+                    + ", ".join(sorted(CHECKPOINT_WRITERS))
+                )
+            CHECKPOINT_WRITERS[format](self, out)
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        data = self.config.to_dict()
+        data["architectures"] = [type(self).__name__]
+        data["vilt_format"] = FORMAT_VERSION
+
+        def write_config(tmp: str) -> None:
+            Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", "utf-8")
+
+        atomic_write(out / CONFIG_NAME, write_config)
+
+    # -- loading ------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls: type[M], path_or_name: str | os.PathLike, **overrides: Any) -> M:
+        """Load a model from vilt's format or any registered one (transformers directories and
+        hub names through vilt.interop). ``overrides`` replace config fields; one that changes a
+        head's shape (num_labels) re-initialises that head and says so."""
+        source = os.fspath(path_or_name)
+        ckpt = read_vilt_checkpoint(source, cls)
+        for reader in CHECKPOINT_READERS:
+            if ckpt is not None:
+                break
+            ckpt = reader(source, cls)
+        if ckpt is None:
+            hint = "" if CHECKPOINT_READERS else " (import vilt to enable transformers checkpoints)"
+            if not Path(source).exists():
+                raise CheckpointError(f"{source}: no such checkpoint directory{hint}")
+            raise CheckpointError(f"{source}: not a vilt or transformers checkpoint directory{hint}")
+        model_type = ckpt.config.get("model_type")
+        if model_type and model_type != cls.config_class.model_type:
+            raise CheckpointError(
+                f"{ckpt.source}: holds a {model_type!r} model, which {cls.__name__} cannot load "
+                f"(it needs {cls.config_class.model_type!r})"
+            )
+        config = cls.config_class.from_dict(ckpt.config, **overrides)
+        model = cls(config)
+        model.load_checkpoint_state(ckpt, overrides)
+        return model
+
+    def _adapt_prefix(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Move a backbone's keys under this model's backbone attribute, or out of it."""
+        own = self.state_dict()
+        if self.base_model_prefix:
+            prefix = self.base_model_prefix + "."
+            if not any(k.startswith(prefix) for k in state):
+                return {prefix + k: v for k, v in state.items()}
+            return state
+        for prefix in ("vilt.", "vit."):
+            if not any(k in own for k in state) and any(k.startswith(prefix) for k in state):
+                return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)} | {
+                    k: v for k, v in state.items() if not k.startswith(prefix)
+                }
+        return state
+
+    def load_checkpoint_state(self, ckpt: Checkpoint, overrides: dict[str, Any]) -> None:
+        """Load ``ckpt.state_dict`` strictly, except where a change of head explains the gap."""
+        state = self._adapt_prefix(ckpt.state_dict)
+        own = self.state_dict()
+        same_class = ckpt.architecture == type(self).__name__
+        is_head = lambda k: k.startswith(self.head_prefixes)  # noqa: E731
+
+        reinit = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
+        bad_shapes = [k for k in reinit if not (is_head(k) and "num_labels" in overrides)]
+        if bad_shapes:
+            details = "; ".join(
+                f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                for k in bad_shapes
+            )
+            raise CheckpointError(f"{ckpt.source}: weights of the wrong shape: {details}")
+        missing = sorted(k for k in own if k not in state)
+        unexpected = sorted(k for k in state if k not in own)
+        hard_missing = [k for k in missing if same_class or not is_head(k)]
+        if hard_missing or (unexpected and same_class):
+            parts = []
+            if hard_missing:
+                parts.append(f"missing keys: {', '.join(hard_missing)}")
+            if unexpected and same_class:
+                parts.append(f"unexpected keys: {', '.join(unexpected)}")
+            raise CheckpointError(
+                f"{ckpt.source}: does not match {type(self).__name__}: " + "; ".join(parts)
+            )
+        loadable = {k: v for k, v in state.items() if k in own and k not in reinit}
+        self.load_state_dict(loadable, strict=False)
+        new = sorted(set(missing) | set(reinit))
+        self.loading_info = {"newly_initialized": new, "unused": unexpected, "notes": ckpt.notes}
+        if new:
+            why = "num_labels changed" if reinit else f"the checkpoint is a {ckpt.architecture}"
+            warnings.warn(
+                f"{type(self).__name__} from {ckpt.source}: newly initialised ({why}): "
+                + ", ".join(new),
+                CheckpointWarning,
+                stacklevel=3,
+            )
+        if unexpected:
+            warnings.warn(
+                f"{type(self).__name__} from {ckpt.source}: unused checkpoint weights: "
+                + ", ".join(unexpected),
+                CheckpointWarning,
+                stacklevel=3,
+            )

@@ -1,0 +1,111 @@
+"""Image-only Vision Transformer: ViTModel and ViTForImageClassification."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ViTConfig
+from .embeddings import ViTImageEmbeddings
+from .heads import Pooler
+from .layers import Encoder
+from .outputs import EncoderOutput, TaskOutput
+from .pretrained import PreTrainedModel
+
+
+class ViTModel(PreTrainedModel):
+    """Patches + class token through the shared encoder; tanh pooler on the class token."""
+
+    config_class = ViTConfig
+
+    def __init__(self, config: ViTConfig, *, add_pooling_layer: bool = True) -> None:
+        super().__init__(config)
+        self.embeddings = ViTImageEmbeddings(config)
+        self.encoder = Encoder(config)
+        self.pooler = Pooler(config.hidden_size) if add_pooling_layer else None
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        interpolate_pos_encoding: bool = False,
+        **_: object,
+    ) -> EncoderOutput:
+        x = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        last, hidden, attentions = self.encoder(
+            x, None, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+        )
+        h, w = self.embeddings.patch_embeddings.patch_size
+        grid = (pixel_values.shape[-2] // h, pixel_values.shape[-1] // w)
+        return EncoderOutput(
+            last_hidden_state=last,
+            pooler_output=self.pooler(last) if self.pooler is not None else None,
+            hidden_states=hidden,
+            attentions=attentions,
+            text_length=0,
+            grid_size=grid,
+        )
+
+
+class ViTForImageClassification(PreTrainedModel):
+    """ViT with a linear head on the class token (or the mean patch token, config.pooling)."""
+
+    config_class = ViTConfig
+    base_model_prefix = "vit"
+    head_prefixes = ("classifier.",)
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__(config)
+        self.vit = ViTModel(config, add_pooling_layer=False)
+        self.classifier = (
+            nn.Linear(config.hidden_size, config.num_labels)
+            if config.num_labels > 0
+            else nn.Identity()
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        interpolate_pos_encoding: bool = False,
+        **_: object,
+    ) -> TaskOutput:
+        out = self.vit(
+            pixel_values,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+        )
+        seq = out.last_hidden_state
+        features = seq[:, 1:].mean(dim=1) if self.config.pooling == "mean" else seq[:, 0]
+        logits = self.classifier(features)
+        loss = None
+        if labels is not None:
+            loss = classification_loss(logits, labels, self.config.num_labels)
+        return TaskOutput(**out.to_dict(), loss=loss, logits=logits)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """Cross-entropy for class ids, MSE for one regression output, BCE for multi-hot targets."""
+    if num_labels == 1:
+        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
+    if labels.is_floating_point() and labels.shape == logits.shape:
+        return F.binary_cross_entropy_with_logits(logits, labels)
+    labels = labels.view(-1)
+    if labels.is_floating_point() or labels.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"labels must be class ids of shape ({logits.shape[0]},), got "
+            f"{labels.dtype} of shape {tuple(labels.shape)}"
+        )
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_labels):
+        raise ValueError(
+            f"labels must lie in [0, {num_labels}), got min {int(labels.min())}, "
+            f"max {int(labels.max())}"
+        )
+    return F.cross_entropy(logits, labels)
