@@ -12,7 +12,16 @@ import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish", "tanh")
+ACTIVATIONS = (
+    "gelu",
+    "gelu_new",
+    "gelu_pytorch_tanh",
+    "quick_gelu",
+    "relu",
+    "silu",
+    "swish",
+    "tanh",
+)
 
 C = TypeVar("C", bound="_BaseConfig")
 
@@ -106,7 +115,9 @@ class _BaseConfig:
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"{name}.{f} must be in [0, 1), got {value!r}")
         if self.layer_norm_eps <= 0:
-            raise ConfigError(f"{name}.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+            raise ConfigError(
+                f"{name}.layer_norm_eps must be positive, got {self.layer_norm_eps!r}"
+            )
         if self.num_labels < 0:
             raise ConfigError(f"{name}.num_labels must be >= 0, got {self.num_labels!r}")
 
@@ -144,10 +155,11 @@ class _BaseConfig:
                 f"known fields: {', '.join(sorted(names))}"
             )
         kwargs = {k: v for k, v in data.items() if k in names}
-        if "num_labels" in overrides and "id2label" not in overrides:
-            if kwargs.get("id2label") and len(kwargs["id2label"]) != overrides["num_labels"]:
-                kwargs["id2label"] = None
-                kwargs["label2id"] = None
+        relabelled = "num_labels" in overrides and "id2label" not in overrides
+        stale = relabelled and len(kwargs.get("id2label") or ()) not in (0, overrides["num_labels"])
+        if stale:  # the checkpoint's label names no longer fit the new head
+            kwargs["id2label"] = None
+            kwargs["label2id"] = None
         kwargs.update(overrides)
         return cls(**kwargs)
 
@@ -217,7 +229,12 @@ class ViltConfig(_BaseConfig):
     pad_token_id: int | None = None
 
     def _positive_fields(self) -> tuple[str, ...]:
-        return (*super()._positive_fields(), "vocab_size", "type_vocab_size", "max_position_embeddings")
+        return (
+            *super()._positive_fields(),
+            "vocab_size",
+            "type_vocab_size",
+            "max_position_embeddings",
+        )
 
     def validate(self) -> None:
         super().validate()
@@ -248,12 +265,17 @@ class ViltConfig(_BaseConfig):
 PRESETS: dict[str, tuple[type[_BaseConfig], dict[str, Any]]] = {
     # public ViT shapes
     "vit-tiny/16": (ViTConfig, dict(hidden_size=192, num_attention_heads=3, intermediate_size=768)),
-    "vit-small/16": (ViTConfig, dict(hidden_size=384, num_attention_heads=6, intermediate_size=1536)),
+    "vit-small/16": (
+        ViTConfig,
+        dict(hidden_size=384, num_attention_heads=6, intermediate_size=1536),
+    ),
     "vit-base/16": (ViTConfig, dict()),
     "vit-base/32": (ViTConfig, dict(patch_size=32)),
     "vit-large/16": (
         ViTConfig,
-        dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+        dict(
+            hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
+        ),
     ),
     # small shapes for CPU training and tests
     "vit-micro": (
@@ -322,4 +344,3 @@ def get_preset(name: str, **overrides: Any) -> ViTConfig | ViltConfig:
         raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
     cls, _ = PRESETS[name]
     return cls.from_preset(name, **overrides)
-

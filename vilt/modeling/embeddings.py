@@ -156,7 +156,9 @@ class ViltImageEmbeddings(nn.Module):
             keys = torch.rand(keep.shape, generator=self.generator, device="cpu").to(keep.device)
         else:
             keys = torch.zeros(keep.shape, device=keep.device)
-        keys = torch.where(keep.bool(), keys, 2.0 + torch.arange(h * w, device=keep.device) / (h * w))
+        keys = torch.where(
+            keep.bool(), keys, 2.0 + torch.arange(h * w, device=keep.device) / (h * w)
+        )
         order = keys.argsort(dim=1, stable=True)[:, :length]  # (B, L)
 
         x = x.gather(1, order[..., None].expand(-1, -1, d))
@@ -190,14 +192,18 @@ class TextEmbeddings(nn.Module):
         self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}"
+            )
         t = input_ids.shape[1]
         if t > self.max_positions:
             raise ValueError(
                 f"text of {t} tokens is longer than max_position_embeddings ({self.max_positions}); "
                 "truncate it (ViltProcessor does by default)"
             )
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.vocab_size):
+        if input_ids.numel() and (
+            int(input_ids.min()) < 0 or int(input_ids.max()) >= self.vocab_size
+        ):
             raise ValueError(
                 f"input_ids hold token ids outside the vocabulary [0, {self.vocab_size}): "
                 f"min {int(input_ids.min())}, max {int(input_ids.max())}"

@@ -95,9 +95,7 @@ class Attention(nn.Module):
 class Mlp(nn.Module):
     """Linear -> activation -> Linear, with dropout after each."""
 
-    def __init__(
-        self, *, dim: int, hidden_dim: int, act: str = "gelu", drop: float = 0.0
-    ) -> None:
+    def __init__(self, *, dim: int, hidden_dim: int, act: str = "gelu", drop: float = 0.0) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.act = activation(act)
@@ -197,4 +195,3 @@ class Encoder(nn.Module):
 def trunc_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
     """Truncated normal at two standard deviations (what ViT uses for position embeddings)."""
     return nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-2 * std, b=2 * std)
-

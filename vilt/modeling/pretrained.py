@@ -183,7 +183,9 @@ class PreTrainedModel(nn.Module):
             return
         out.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        atomic_write(
+            out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"})
+        )
         data = self.config.to_dict()
         data["architectures"] = [type(self).__name__]
         data["vilt_format"] = FORMAT_VERSION
@@ -209,7 +211,9 @@ class PreTrainedModel(nn.Module):
             hint = "" if CHECKPOINT_READERS else " (import vilt to enable transformers checkpoints)"
             if not Path(source).exists():
                 raise CheckpointError(f"{source}: no such checkpoint directory{hint}")
-            raise CheckpointError(f"{source}: not a vilt or transformers checkpoint directory{hint}")
+            raise CheckpointError(
+                f"{source}: not a vilt or transformers checkpoint directory{hint}"
+            )
         model_type = ckpt.config.get("model_type")
         if model_type and model_type != cls.config_class.model_type:
             raise CheckpointError(

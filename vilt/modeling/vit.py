@@ -91,7 +91,9 @@ class ViTForImageClassification(PreTrainedModel):
         return TaskOutput(**out.to_dict(), loss=loss, logits=logits)
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+def classification_loss(
+    logits: torch.Tensor, labels: torch.Tensor, num_labels: int
+) -> torch.Tensor:
     """Cross-entropy for class ids, MSE for one regression output, BCE for multi-hot targets."""
     if num_labels == 1:
         return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
