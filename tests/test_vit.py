@@ -1,0 +1,88 @@
+"""ViT: shapes, pooling, position interpolation, loss, learning."""
+
+import pytest
+import torch
+
+import vilt
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def tiny(**kw) -> vilt.ViTConfig:
+    return vilt.ViTConfig.from_preset("vit-test", num_labels=3, **kw)
+
+
+def test_shapes_and_outputs():
+    model = vilt.ViTForImageClassification(tiny()).eval()
+    out = model(
+        pixel_values=torch.randn(2, 3, 32, 32), output_hidden_states=True, output_attentions=True
+    )
+    assert out.logits.shape == (2, 3)
+    assert out.last_hidden_state.shape == (2, 17, 32)  # 16 patches + class token
+    assert len(out.hidden_states) == 3 and out.attentions[0].shape == (2, 4, 17, 17)
+    backbone = vilt.ViTModel(tiny()).eval()
+    assert backbone(torch.randn(2, 3, 32, 32)).pooler_output.shape == (2, 32)
+
+
+def test_mean_pooling_classifies_the_mean_patch_token():
+    model = vilt.ViTForImageClassification(tiny(pooling="mean")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    out = model(pixel_values=x)
+    expected = model.classifier(out.last_hidden_state[:, 1:].mean(1))
+    torch.testing.assert_close(out.logits, expected)
+
+
+def test_other_image_size_needs_interpolation_flag():
+    model = vilt.ViTModel(tiny()).eval()
+    with pytest.raises(ValueError, match="interpolate_pos_encoding=True"):
+        model(torch.randn(1, 3, 48, 32))
+    out = model(torch.randn(1, 3, 48, 32), interpolate_pos_encoding=True)
+    assert out.last_hidden_state.shape == (1, 1 + 6 * 4, 32)
+
+
+def test_interpolation_at_native_size_is_identity():
+    model = vilt.ViTModel(tiny()).eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(
+        model(x).last_hidden_state, model(x, interpolate_pos_encoding=True).last_hidden_state
+    )
+
+
+def test_bad_inputs_get_clear_errors():
+    model = vilt.ViTForImageClassification(tiny()).eval()
+    with pytest.raises(ValueError, match=r"pixel_values must have shape \(batch, 3"):
+        model(pixel_values=torch.randn(2, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        model(pixel_values=torch.randn(2, 3, 32, 32), labels=torch.tensor([0, 5]))
+
+
+def test_every_parameter_gets_a_gradient():
+    model = vilt.ViTForImageClassification(tiny())
+    out = model(pixel_values=torch.randn(4, 3, 32, 32), labels=torch.tensor([0, 1, 2, 0]))
+    out.loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert missing == []
+
+
+def test_overfits_a_small_batch():
+    model = vilt.ViTForImageClassification(tiny())
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 3
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(40):
+        loss = model(pixel_values=x, labels=y).loss
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05 < first
+
+
+def test_no_weight_decay_names_norms_biases_and_positions():
+    names = vilt.ViTForImageClassification(tiny()).no_weight_decay()
+    assert "vit.embeddings.cls_token" in names and "vit.embeddings.position_embeddings" in names
+    assert "vit.encoder.blocks.0.norm1.weight" in names and "classifier.bias" in names
+    assert "vit.encoder.blocks.0.attn.qkv.weight" not in names
