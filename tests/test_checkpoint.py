@@ -121,3 +121,18 @@ def test_saving_again_overwrites_in_place(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = vilt.ViTModel.from_pretrained(tmp_path)
     assert torch.equal(loaded.pooler.dense.weight, model.pooler.dense.weight)
+
+
+@pytest.mark.parametrize(("cls", "config"), MODELS[::3], ids=lambda x: getattr(x, "__name__", ""))
+def test_load_model_builds_the_class_the_checkpoint_names(cls, config, tmp_path):
+    cls(config).save_pretrained(tmp_path)
+    assert type(vilt.load_model(tmp_path)) is cls
+
+
+def test_load_model_rejects_an_unknown_architecture(tmp_path):
+    vilt.ViTModel(VIT).save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    data["architectures"] = ["ViTForSegmentation"]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(vilt.CheckpointError, match="'ViTForSegmentation', which vilt cannot build"):
+        vilt.load_model(tmp_path)

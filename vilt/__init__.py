@@ -13,6 +13,7 @@ from .modeling import (
     ViltModel,
     ViTForImageClassification,
     ViTModel,
+    load_model,
 )
 
 __version__ = "0.1.0"
@@ -34,5 +35,6 @@ __all__ = [
     "ViltModel",
     "__version__",
     "get_preset",
+    "load_model",
     "preset_names",
 ]

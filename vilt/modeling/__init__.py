@@ -1,5 +1,6 @@
 """Models: the shared layers, ViT, ViLT and their heads, and the checkpoint mechanism."""
 
+from .auto import load_model, model_classes
 from .outputs import EncoderOutput, ModelOutput, PreTrainingOutput, TaskOutput
 from .pretrained import CheckpointError, CheckpointWarning, PreTrainedModel
 from .vilt import (
@@ -28,4 +29,6 @@ __all__ = [
     "ViltForPreTraining",
     "ViltForQuestionAnswering",
     "ViltModel",
+    "load_model",
+    "model_classes",
 ]

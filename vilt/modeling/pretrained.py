@@ -51,14 +51,17 @@ class Checkpoint:
     notes: list[str] = field(default_factory=list)
 
 
-Reader = Callable[[str, type], "Checkpoint | None"]
+Reader = Callable[[str, "type | None"], "Checkpoint | None"]
 Writer = Callable[["PreTrainedModel", Path], None]
 CHECKPOINT_READERS: list[Reader] = []
 CHECKPOINT_WRITERS: dict[str, Writer] = {}
 
 
 def register_checkpoint_reader(reader: Reader) -> Reader:
-    """Add a reader: ``reader(path_or_name, model_cls)`` returns a Checkpoint or None."""
+    """Add a reader: ``reader(path_or_name, model_cls)`` returns a Checkpoint or None.
+
+    ``model_cls`` is the class asked for, or None when the caller lets the checkpoint decide
+    (``vilt.load_model``); ``Checkpoint.architecture`` must then name a vilt class."""
     if reader not in CHECKPOINT_READERS:
         CHECKPOINT_READERS.append(reader)
     return reader
@@ -83,7 +86,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def read_vilt_checkpoint(path: str, model_cls: type) -> Checkpoint | None:
+def read_vilt_checkpoint(path: str, model_cls: type | None = None) -> Checkpoint | None:
     """vilt's own format; None when ``path`` is not such a directory."""
     config_file = Path(path) / CONFIG_NAME
     if not config_file.is_file():
@@ -103,6 +106,22 @@ def read_vilt_checkpoint(path: str, model_cls: type) -> Checkpoint | None:
         raise CheckpointError(f"{weights}: cannot be read as safetensors ({err})") from err
     arch = (data.get("architectures") or [""])[0]
     return Checkpoint(config=data, state_dict=state, architecture=arch, source=str(path))
+
+
+def read_checkpoint(path_or_name: str | os.PathLike, model_cls: type | None = None) -> Checkpoint:
+    """Read a checkpoint in vilt's format or any registered one; CheckpointError if none fits."""
+    source = os.fspath(path_or_name)
+    ckpt = read_vilt_checkpoint(source, model_cls)
+    for reader in CHECKPOINT_READERS:
+        if ckpt is not None:
+            break
+        ckpt = reader(source, model_cls)
+    if ckpt is None:
+        hint = "" if CHECKPOINT_READERS else " (import vilt to enable transformers checkpoints)"
+        if not Path(source).exists():
+            raise CheckpointError(f"{source}: no such checkpoint directory{hint}")
+        raise CheckpointError(f"{source}: not a vilt or transformers checkpoint directory{hint}")
+    return ckpt
 
 
 class PreTrainedModel(nn.Module):
@@ -201,19 +220,11 @@ class PreTrainedModel(nn.Module):
         """Load a model from vilt's format or any registered one (transformers directories and
         hub names through vilt.interop). ``overrides`` replace config fields; one that changes a
         head's shape (num_labels) re-initialises that head and says so."""
-        source = os.fspath(path_or_name)
-        ckpt = read_vilt_checkpoint(source, cls)
-        for reader in CHECKPOINT_READERS:
-            if ckpt is not None:
-                break
-            ckpt = reader(source, cls)
-        if ckpt is None:
-            hint = "" if CHECKPOINT_READERS else " (import vilt to enable transformers checkpoints)"
-            if not Path(source).exists():
-                raise CheckpointError(f"{source}: no such checkpoint directory{hint}")
-            raise CheckpointError(
-                f"{source}: not a vilt or transformers checkpoint directory{hint}"
-            )
+        return cls.from_checkpoint(read_checkpoint(path_or_name, cls), **overrides)
+
+    @classmethod
+    def from_checkpoint(cls: type[M], ckpt: Checkpoint, **overrides: Any) -> M:
+        """Build this class from a checkpoint that was already read (see ``read_checkpoint``)."""
         model_type = ckpt.config.get("model_type")
         if model_type and model_type != cls.config_class.model_type:
             raise CheckpointError(

@@ -1,0 +1,37 @@
+"""Load whatever model a checkpoint holds, by the architecture it names."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .pretrained import CheckpointError, PreTrainedModel, read_checkpoint
+
+
+def model_classes() -> dict[str, type[PreTrainedModel]]:
+    """Every concrete vilt model class by name."""
+    from . import vilt as vilt_models
+    from . import vit as vit_models
+
+    classes = {}
+    for module in (vit_models, vilt_models):
+        for name in dir(module):
+            obj = getattr(module, name)
+            is_model = isinstance(obj, type) and issubclass(obj, PreTrainedModel)
+            if is_model and obj.__module__ == module.__name__ and not name.startswith("_"):
+                classes[name] = obj
+    return classes
+
+
+def load_model(path_or_name: str | os.PathLike, **overrides: Any) -> PreTrainedModel:
+    """The model class the checkpoint names (vilt or transformers format), with its weights."""
+    ckpt = read_checkpoint(path_or_name)
+    classes = model_classes()
+    cls = classes.get(ckpt.architecture)
+    if cls is None:
+        known = ", ".join(sorted(classes))
+        raise CheckpointError(
+            f"{ckpt.source}: names architecture {ckpt.architecture or '(none)'!r}, which vilt "
+            f"cannot build; known: {known}. Load it with a model class instead."
+        )
+    return cls.from_checkpoint(ckpt, **overrides)
