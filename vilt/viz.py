@@ -126,7 +126,8 @@ def _read_metrics(path: Path) -> dict[str, list[tuple[float, float]]]:
                 if key in ("step", None) or value in ("", None):
                     continue
                 with contextlib.suppress(ValueError):  # a text column: not plotted
-                    series.setdefault(key, []).append((step, float(value)))
+                    number = float(value)
+                    series.setdefault(key, []).append((step, number))
     return series
 
 
