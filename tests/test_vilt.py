@@ -239,3 +239,18 @@ def test_small_vilt_overfits_a_vqa_batch():
         loss.backward()
         opt.step()
     assert (model.eval()(**x).logits.argmax(-1) == y.argmax(-1)).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_outputs_follow_the_model_dtype_with_and_without_labels(dtype):
+    model = vilt.ViltForQuestionAnswering(tiny()).to(dtype).eval()
+    x = inputs(b=2, h=40, w=24)
+    x["pixel_mask"] = torch.ones(2, 40, 24, dtype=torch.long)
+    x["pixel_mask"][1, 32:] = 0
+    plain = model(**x)
+    assert plain.loss is None and plain.logits.dtype == dtype
+    assert plain.pooler_output.dtype == dtype and plain.last_hidden_state.dtype == dtype
+    labelled = model(**x, labels=torch.rand(2, 5))
+    assert labelled.loss.dtype == dtype and torch.isfinite(labelled.loss)
+    vit = vilt.ViTForImageClassification(vilt.ViTConfig.from_preset("vit-test")).to(dtype)
+    assert vit(pixel_values=torch.randn(1, 3, 32, 32)).logits.dtype == dtype
