@@ -1,0 +1,146 @@
+"""Errors that name the file and record at fault, a counter of skipped records, and a JSON
+reader whose syntax errors say where they are.
+
+Every data loader in vilt either raises one of these errors or, where the user passed
+``skip_bad=True``, counts the record in a :class:`SkipCounter` and goes on. The counter lives
+in shared memory so that skips counted inside DataLoader worker processes reach the main
+process, where ``summary()`` reports them at the end of a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger("vilt.data")
+
+# Why a record was skipped. A fixed list so the counts fit one shared-memory tensor.
+SKIP_REASONS: tuple[str, ...] = (
+    "missing_image",
+    "empty_image",
+    "truncated_image",
+    "corrupt_image",
+    "too_large_image",
+    "unknown_image_id",
+    "empty_text",
+    "answer_not_in_vocab",
+    "bad_record",
+)
+_REASON_TEXT = {
+    "missing_image": "missing image file",
+    "empty_image": "empty image",
+    "truncated_image": "truncated image",
+    "corrupt_image": "corrupt image",
+    "too_large_image": "image too large",
+    "unknown_image_id": "unknown image id",
+    "empty_text": "empty question or caption",
+    "answer_not_in_vocab": "no answer in the vocabulary",
+    "bad_record": "malformed record",
+}
+_MAX_WORKERS = 64  # one row of counts per DataLoader worker (row 0: the main process)
+_LOGGED_PER_REASON = 5
+
+
+class DataError(ValueError):
+    """A data file or record that cannot be used; the message names the file and record."""
+
+    def __init__(self, message: str, *, reason: str = "bad_record") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ImageError(DataError):
+    """An image that cannot be decoded: missing, empty, truncated, corrupt or too large.
+
+    ``reason`` is one of the ``*_image`` names in :data:`SKIP_REASONS`."""
+
+
+def describe(path: Any = None, source: str | None = None) -> str:
+    """'file X (record Y)' for error messages; either part may be missing."""
+    parts = []
+    if path is not None:
+        parts.append(f"{os.fspath(path)!s}" if isinstance(path, str | os.PathLike) else str(path))
+    if source:
+        parts.append(f"({source})" if parts else source)
+    return " ".join(parts) or "<in-memory image>"
+
+
+class SkipCounter:
+    """Counts records skipped as bad, by reason; works across DataLoader worker processes.
+
+    The counts live in a small shared-memory tensor with one row per worker, so each process
+    writes only its own row (no lock needed) and the main process sums them. Create it before
+    the DataLoader starts its workers (datasets do so when built with ``skip_bad=True``).
+    """
+
+    def __init__(self) -> None:
+        self._counts = torch.zeros(_MAX_WORKERS + 1, len(SKIP_REASONS), dtype=torch.int64)
+        self._counts.share_memory_()
+        self._logged: dict[str, int] = {}
+
+    def add(self, reason: str, message: str = "") -> None:
+        """Count one skipped record; the first few of each reason are logged with ``message``."""
+        if reason not in SKIP_REASONS:
+            reason = "bad_record"
+        info = torch.utils.data.get_worker_info()
+        row = 0 if info is None else 1 + info.id % _MAX_WORKERS
+        self._counts[row, SKIP_REASONS.index(reason)] += 1
+        seen = self._logged.get(reason, 0)
+        if seen < _LOGGED_PER_REASON:
+            self._logged[reason] = seen + 1
+            logger.warning("skipped (%s): %s", _REASON_TEXT[reason], message)
+
+    def counts(self) -> dict[str, int]:
+        """Skips so far by reason, summed over all processes; reasons with none are left out."""
+        total = self._counts.sum(dim=0).tolist()
+        return {r: int(n) for r, n in zip(SKIP_REASONS, total, strict=True) if n}
+
+    def as_tensor(self) -> torch.Tensor:
+        """(len(SKIP_REASONS),) counts, e.g. to sum over ranks with ``all_reduce``."""
+        return self._counts.sum(dim=0)
+
+    @property
+    def total(self) -> int:
+        return int(self._counts.sum())
+
+    def summary(self) -> str:
+        """One line for the end of a run, e.g. 'skipped 3 records: 2 missing image file, ...'."""
+        counts = self.counts()
+        if not counts:
+            return "skipped 0 records"
+        parts = ", ".join(f"{n} {_REASON_TEXT[r]}" for r, n in counts.items())
+        n = sum(counts.values())
+        return f"skipped {n} record{'s' if n != 1 else ''}: {parts}"
+
+    def __repr__(self) -> str:
+        return f"SkipCounter({self.counts()})"
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a syntax error names the file, line, column and character offset."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"{path}: malformed JSON at line {err.lineno} column {err.colno} "
+            f"(character {err.pos}): {err.msg}"
+        ) from None
+
+
+def skip_or_raise(err: DataError, skips: SkipCounter | None) -> None:
+    """Raise ``err``, or count it when the caller is skipping bad records (``skips`` given)."""
+    if skips is None:
+        raise err
+    skips.add(err.reason, str(err))
