@@ -34,7 +34,8 @@ __all__ = ["ImageRecord", "ImageTransform", "RecordDataset", "pil_to_tensor"]
 @dataclass
 class ImageRecord:
     """One example's image: ``image`` is a path, bytes, a ``datasets`` image dict, a PIL
-    image or an array; ``image_key`` names the image (its id or path: the cache key, and
+    image, an array, or a zero-argument callable returning one of these (a row of a large
+    data set read only when needed); ``image_key`` names the image (its id or path: the cache key, and
     what tells two images apart for ITM negatives); ``source`` names the record in errors."""
 
     image: Any
@@ -93,7 +94,8 @@ class RecordDataset(torch.utils.data.Dataset):
 
     def decode(self, record: ImageRecord) -> torch.Tensor:
         """Decode and transform one record's image (no cache)."""
-        image = load_image(record.image, source=record.source, max_pixels=self.max_pixels)
+        payload = record.image() if callable(record.image) else record.image
+        image = load_image(payload, source=record.source, max_pixels=self.max_pixels)
         return self.transform(image)
 
     def image_tensor(self, record: ImageRecord) -> torch.Tensor:

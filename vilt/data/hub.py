@@ -70,13 +70,13 @@ def pick_split(dd: Any, split: str, name: str) -> HFData:
 def find_column(
     features: datasets.Features | None,
     *,
-    kind: type,
+    kind: type | None,
     given: str | None,
     names: Sequence[str] = (),
     what: str,
     source: str,
 ) -> str:
-    """The column named ``given``; else the first of feature type ``kind``; else the first
+    """The column named ``given``; else the first of feature type ``kind`` (if any); else the first
     of ``names`` present. A clear error lists the columns when none fits."""
     columns = list(features or {})
     if given is not None:
@@ -84,14 +84,15 @@ def find_column(
             raise DataError(f"{source}: no {what} column {given!r}; columns are {columns}")
         return given
     for col, feature in (features or {}).items():
-        if isinstance(feature, kind):
+        if kind is not None and isinstance(feature, kind):
             return col
     for col in names:
         if col in columns:
             return col
+    feature_text = f"no {kind.__name__} feature, " if kind is not None else ""
     raise DataError(
-        f"{source}: cannot find the {what} column (no {kind.__name__} feature, none of "
-        f"{list(names)}); columns are {columns}; name it explicitly"
+        f"{source}: cannot find the {what} column ({feature_text}none of {list(names)}); "
+        f"columns are {columns}; name it explicitly"
     )
 
 
@@ -119,3 +120,17 @@ class RowRecords(Sequence[T]):
             raise IndexError(index)
         index %= len(self)
         return self.to_record(self.data[index], index)
+
+
+class RowImage:
+    """Row ``index``'s image from a one-column, undecoded Dataset, read when called: the
+    lazy ``image`` of a record whose text is held in memory."""
+
+    __slots__ = ("data", "index")
+
+    def __init__(self, data: datasets.Dataset, index: int) -> None:
+        self.data = data
+        self.index = index
+
+    def __call__(self) -> Any:
+        return self.data[self.index][self.data.column_names[0]]

@@ -1,0 +1,241 @@
+"""The VQA torch data set and ``load_vqa``, which picks the source.
+
+Items are {"pixel_values": (3, H, W), "text": question, "labels": (num_answers,) soft
+scores (absent for splits without answers), "meta": {"question_id", "image_id",
+"answers"}}. The VQA collator turns "meta" into a batch["meta"] dict of lists that is not a
+model input: pop it before ``model(**batch)`` and use it for the VQA accuracy and a
+predictions file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from ..base import RecordDataset
+from ..errors import DataError, SkipCounter
+from ..hub import RowImage, find_column, open_hf, undecoded
+from ..streaming import StreamingDataset
+from .answers import AnswerVocab, build_answer_vocab
+from .normalize import normalize_answer
+from .records import VQARecord, check_question, load_easy_vqa_records, load_vqav2_records
+
+__all__ = ["VQADataset", "load_vqa", "load_vqa_hf_records", "write_vqa_predictions"]
+
+logger = logging.getLogger("vilt.data")
+
+
+class VQADataset(RecordDataset):
+    """Map-style VQA data over :class:`VQARecord` s and an answer vocabulary.
+
+    A question none of whose answers is in the vocabulary gets all-zero targets and is
+    counted in ``unanswerable``; with ``skip_unanswerable=True`` it is left out instead
+    (counted in ``skips`` as answer_not_in_vocab). ``options``: transform, skip_bad, skips,
+    cache_images, max_pixels (see :class:`RecordDataset`)."""
+
+    def __init__(
+        self,
+        records: Sequence[VQARecord],
+        *,
+        vocab: AnswerVocab,
+        skip_unanswerable: bool = False,
+        **options: Any,
+    ) -> None:
+        self.vocab = vocab
+        skips = options.pop("skips", None)
+        if skips is None and (skip_unanswerable or options.get("skip_bad")):
+            skips = SkipCounter()
+        missing = [r for r in records if r.answers is not None and not vocab.covers(r.answers)]
+        self.unanswerable = len(missing)
+        if missing and skip_unanswerable:
+            dropped = {id(r) for r in missing}
+            for r in missing:
+                skips.add("answer_not_in_vocab", f"{r.source}: answers {r.answers}")
+            records = [r for r in records if id(r) not in dropped]
+            self.unanswerable = 0
+        elif missing:
+            logger.info(
+                "%d questions have no answer in the vocabulary (zero targets)", len(missing)
+            )
+        self.records = records
+        super().__init__(skips=skips, **options)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return self.vocab.id2label
+
+    def encode(self, record: VQARecord, index: int) -> dict[str, Any]:
+        check_question(record)
+        item: dict[str, Any] = {"pixel_values": self.image_tensor(record), "text": record.question}
+        if record.answers is not None:
+            item["labels"] = self.vocab.targets(record.answers)
+        item["meta"] = {
+            "question_id": record.question_id,
+            "image_id": record.image_key,
+            "answers": record.answers,
+        }
+        return item
+
+
+def _answers_of(value: Any) -> list[str]:
+    """Answers as stored by different data sets: a string, a list of strings, a list of
+    {"answer": ...} dicts, or datasets' dict of lists {"answer": [...], ...}."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return _answers_of(value.get("answer"))
+    out: list[str] = []
+    for a in value:
+        out.extend(_answers_of(a) if isinstance(a, dict) else [str(a)])
+    return out
+
+
+_ANSWER_COLUMNS = ("answers", "answer", "multiple_choice_answer")
+
+
+def load_vqa_hf_records(
+    source: Any,
+    *,
+    split: str = "train",
+    image_column: str | None = None,
+    question_column: str | None = None,
+    answers_column: str | None = None,
+    streaming: bool = False,
+    **load_kwargs: Any,
+) -> tuple[list[VQARecord] | datasets.IterableDataset, Any]:
+    """Records of a ``datasets`` VQA source. Map-style: (records with text in memory and
+    images read lazily, None). Streaming: (rows, to_record) for :class:`StreamingDataset`.
+    Without an answers column, answers are ``None`` (prediction)."""
+    data, name = open_hf(source, split=split, streaming=streaming, **load_kwargs)
+    features = data.features
+    columns = list(features or {})
+    image_col = find_column(
+        features,
+        kind=datasets.Image,
+        given=image_column,
+        names=("image", "img", "image_path"),
+        what="image",
+        source=name,
+    )
+    question_col = find_column(
+        features,
+        kind=None,
+        given=question_column,
+        names=("question", "text"),
+        what="question",
+        source=name,
+    )
+    answers_col = answers_column or next((c for c in _ANSWER_COLUMNS if c in columns), None)
+    if answers_col is not None and answers_col not in columns:
+        raise DataError(f"{name}: no answers column {answers_col!r}; columns are {columns}")
+    qid_col = "question_id" if "question_id" in columns else None
+    iid_col = "image_id" if "image_id" in columns else None
+
+    def to_record(row: dict, i: int, image: Any = None) -> VQARecord:
+        qid = row[qid_col] if qid_col else i
+        image_id = row[iid_col] if iid_col else i
+        answers = None
+        if answers_col is not None:
+            answers = [normalize_answer(a) for a in _answers_of(row[answers_col])]
+        return VQARecord(
+            image=row[image_col] if image is None else image, image_key=image_id,
+            source=f"row {i} of {name} (question {qid})", question=row[question_col],
+            answers=answers, question_id=qid,
+        )  # fmt: skip
+
+    if isinstance(data, datasets.IterableDataset):
+        return undecoded(data, image_col), to_record
+    images = undecoded(data.select_columns([image_col]), image_col)
+    text_cols = [c for c in (question_col, answers_col, qid_col, iid_col) if c]
+    rows = data.select_columns(text_cols).to_list()
+    return [to_record(row, i, RowImage(images, i)) for i, row in enumerate(rows)], None
+
+
+def _is_vqav2_dir(source: Any) -> bool:
+    if not isinstance(source, str | os.PathLike) or not Path(source).is_dir():
+        return False
+    return any(Path(source).glob("v2_OpenEnded_mscoco_*_questions.json"))
+
+
+def load_vqa(
+    source: Any = None,
+    *,
+    split: str = "train",
+    vocab: AnswerVocab | None = None,
+    min_count: int = 1,
+    transform: Any = None,
+    streaming: bool = False,
+    skip_bad: bool = False,
+    skip_unanswerable: bool = False,
+    cache_images: bool = False,
+    max_pixels: int | None = None,
+    image_dir: str | os.PathLike | None = None,
+    image_column: str | None = None,
+    question_column: str | None = None,
+    answers_column: str | None = None,
+    **load_kwargs: Any,
+) -> VQADataset | StreamingDataset:
+    """A VQA data set of ``split`` from ``source``:
+    - ``None`` or "easy-vqa": easy-VQA from its package (train / test);
+    - a directory in the official VQAv2 layout (``load_vqav2_records``; split "train2014",
+      "val2014", "test2015", "test-dev2015" or "train" / "val" / "test" / "test-dev");
+    - otherwise a ``datasets`` source (hub name, directory, Dataset) with image, question
+      and answers columns (found by name or given).
+
+    ``vocab``: the answer vocabulary; built from this split's answers when not given (do
+    that for the training split and pass ``train.vocab`` to the others). ``transform`` maps
+    a PIL image to a (3, H, W) tensor (the image processor's ``preprocess_one``).
+    ``cache_images`` decodes each distinct image once, up front (small sets: easy-VQA).
+    Questions longer than the collator's ``max_length`` tokens are truncated there.
+    """
+    skips = SkipCounter() if (skip_bad or skip_unanswerable) else None
+    options = {"transform": transform, "skip_bad": skip_bad, "skips": skips,
+               "max_pixels": max_pixels}  # fmt: skip
+    if source is None or (isinstance(source, str) and source.lower() in ("easy-vqa", "easy_vqa")):
+        records: Any = load_easy_vqa_records(split, skips=skips)
+    elif _is_vqav2_dir(source):
+        records = load_vqav2_records(source, split, image_dir=image_dir, skips=skips)
+    else:
+        records, to_record = load_vqa_hf_records(
+            source, split=split, image_column=image_column, question_column=question_column,
+            answers_column=answers_column, streaming=streaming, **load_kwargs,
+        )  # fmt: skip
+        if to_record is not None:
+            if vocab is None:
+                raise DataError(
+                    "a streamed VQA source needs vocab= (its answers are not read up front)"
+                )
+            encoder = VQADataset([], vocab=vocab, **options)
+            return StreamingDataset(records, to_record=to_record, encoder=encoder)
+    if vocab is None:
+        answered = [r.answers for r in records if r.answers]
+        if not answered:
+            raise DataError(
+                f"VQA split {split!r} has no answers to build a vocabulary from; pass vocab="
+            )
+        vocab = build_answer_vocab(answered, min_count=min_count)
+    return VQADataset(records, vocab=vocab, skip_unanswerable=skip_unanswerable,
+                      cache_images=cache_images, **options)  # fmt: skip
+
+
+def write_vqa_predictions(
+    path: str | os.PathLike, question_ids: Sequence[Any], answers: Sequence[str]
+) -> Path:
+    """The official results file: a JSON list of {"question_id", "answer"}."""
+    if len(question_ids) != len(answers):
+        raise ValueError(f"{len(question_ids)} question ids but {len(answers)} answers")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"question_id": q, "answer": a} for q, a in zip(question_ids, answers, strict=True)]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(rows), encoding="utf-8")
+    tmp.replace(path)
+    return path
