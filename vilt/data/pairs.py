@@ -1,0 +1,331 @@
+"""Image-text pairs for image-text matching (ITM) and masked language modelling (MLM).
+
+Sources (``load_pairs``):
+- ``None`` or "easy-vqa": captions made from easy-VQA's question/answer facts ("a blue
+  circle", "the shape is a circle"); train = easy-VQA's train images, test = its held-out
+  test images;
+- a COCO-captions JSON ({"images": [{"id", "file_name"}], "annotations": [{"image_id",
+  "caption"}]}), images under ``image_dir`` (default: the JSON's directory);
+- a JSONL file ({"image": path, "caption": text} a line) or a CSV file with image and
+  caption columns (also accepted: image_path/file_name/filepath, text); relative paths are
+  relative to the file;
+- otherwise a ``datasets`` source with an image column and a caption/text column (a list
+  of captions makes one pair each).
+Items are {"pixel_values", "text", "meta": {"image_id", "index"}}; ITM negatives and MLM
+masks are made per batch by :class:`vilt.data.collate.PretrainingCollator`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from .base import ImageRecord, RecordDataset
+from .errors import DataError, SkipCounter, read_json, skip_or_raise
+from .hub import RowImage, find_column, open_hf, undecoded
+from .streaming import StreamingDataset
+
+__all__ = ["PairRecord", "PairsDataset", "easy_vqa_captions", "load_pairs"]
+
+_IMAGE_KEYS = ("image", "image_path", "file_name", "filepath", "path")
+_CAPTION_KEYS = ("caption", "text", "captions", "sentence")
+
+
+@dataclass
+class PairRecord(ImageRecord):
+    """An image and one caption of it."""
+
+    caption: str = ""
+
+
+def check_caption(record: PairRecord) -> None:
+    if not isinstance(record.caption, str) or not record.caption.strip():
+        raise DataError(f"{record.source}: empty caption", reason="empty_text")
+
+
+class PairsDataset(RecordDataset):
+    """Map-style image-caption pairs. ``options``: transform, skip_bad, skips,
+    cache_images, max_pixels (see :class:`RecordDataset`)."""
+
+    def __init__(self, records: Sequence[PairRecord], **options: Any) -> None:
+        self.records = records
+        super().__init__(**options)
+
+    def encode(self, record: PairRecord, index: int) -> dict[str, Any]:
+        check_caption(record)
+        return {
+            "pixel_values": self.image_tensor(record),
+            "text": record.caption,
+            "meta": {"image_id": record.image_key, "index": index},
+        }
+
+
+# ---- easy-VQA facts -> captions ----------------------------------------------------------
+
+_COLORS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
+_SHAPES = ("circle", "rectangle", "triangle")
+
+
+def _facts(question: str, answer: str) -> dict[str, str]:
+    """Facts a question/answer pair states about its image's one shape. A yes/no question
+    names a present colour or shape when the answer affirms it ("is there a red shape?"
+    yes; "is there not a red shape?" no); a what-question names one in its answer and,
+    sometimes, another in its words ("what color is the circle?")."""
+    words = re.findall(r"[a-z]+", question.lower())
+    facts: dict[str, str] = {}
+    if answer in ("yes", "no"):
+        negated = "not" in words or "no" in words
+        if (answer == "yes") == negated:
+            return facts
+    else:
+        words = [*words, answer]
+    for w in words:
+        if w in _COLORS:
+            facts["color"] = w
+        elif w in _SHAPES:
+            facts["shape"] = w
+    return facts
+
+
+def easy_vqa_captions(color: str | None, shape: str | None) -> list[str]:
+    """Captions for a shape of ``color`` and ``shape`` (either may be unknown)."""
+    if color and shape:
+        return [
+            f"a {color} {shape}",
+            f"the {shape} is {color}",
+            f"there is a {color} {shape} in the image",
+            f"the shape is a {shape}",
+            f"the color of the shape is {color}",
+        ]
+    if shape:
+        return [f"the shape is a {shape}", f"there is a {shape} in the image", f"a {shape}"]
+    if color:
+        return [f"a {color} shape", f"the color of the shape is {color}"]
+    return []
+
+
+def load_easy_vqa_pairs(split: str = "train") -> list[PairRecord]:
+    """Pairs for easy-VQA's train or (held-out) test images, ~5 captions an image."""
+    import easy_vqa
+
+    if split == "train":
+        (questions, answers, ids), paths = (
+            easy_vqa.get_train_questions(),
+            easy_vqa.get_train_image_paths(),
+        )
+    elif split in ("test", "validation"):
+        (questions, answers, ids), paths = (
+            easy_vqa.get_test_questions(),
+            easy_vqa.get_test_image_paths(),
+        )
+    else:
+        raise DataError(f"easy-VQA: no split {split!r}; it has ['test', 'train']")
+    facts: dict[int, dict[str, str]] = {}
+    for q, a, i in zip(questions, answers, ids, strict=True):
+        facts.setdefault(i, {}).update(_facts(q, a))
+    records = []
+    for image_id in sorted(facts):
+        f = facts[image_id]
+        for n, caption in enumerate(easy_vqa_captions(f.get("color"), f.get("shape"))):
+            source = f"easy-VQA {split} image {image_id} caption {n}"
+            records.append(PairRecord(paths[image_id], image_id, source, caption=caption))
+    return records
+
+
+# ---- files: COCO captions JSON, JSONL, CSV -----------------------------------------------
+
+
+def load_coco_captions(
+    path: str | os.PathLike, *, image_dir: str | os.PathLike | None = None,
+    skips: SkipCounter | None = None,
+) -> list[PairRecord]:  # fmt: skip
+    """COCO-captions JSON: each annotation's caption paired with its image's file."""
+    path = Path(path)
+    data = read_json(path)
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("images"), list)
+        or not isinstance(data.get("annotations"), list)
+    ):
+        raise DataError(f"{path}: expected a JSON object with 'images' and 'annotations' lists")
+    root = Path(image_dir) if image_dir is not None else path.parent
+    files = {}
+    for n, image in enumerate(data["images"]):
+        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
+            raise DataError(f"{path}: images[{n}] needs 'id' and 'file_name'")
+        files[image["id"]] = root / image["file_name"]
+    records = []
+    for n, ann in enumerate(data["annotations"]):
+        source = f"{path.name} annotations[{n}]"
+        if not isinstance(ann, dict) or "image_id" not in ann or "caption" not in ann:
+            skip_or_raise(
+                DataError(f"{path}: annotations[{n}] needs 'image_id' and 'caption'"), skips
+            )
+            continue
+        image_id = ann["image_id"]
+        if image_id not in files:
+            err = DataError(
+                f"{source}: image id {image_id} is not among the file's images",
+                reason="unknown_image_id",
+            )
+            skip_or_raise(err, skips)
+            continue
+        records.append(
+            PairRecord(
+                files[image_id], image_id, f"{source} (image {image_id})", caption=ann["caption"]
+            )
+        )
+    return records
+
+
+def _pick(row: dict, keys: Sequence[str], what: str, where: str) -> Any:
+    for k in keys:
+        if k in row and row[k] not in (None, ""):
+            return row[k]
+    raise DataError(f"{where}: no {what} (expected one of {list(keys)})")
+
+
+def _rows_jsonl(path: Path) -> list[tuple[int, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((n, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise DataError(
+                    f"{path}: malformed JSON at line {n} column {err.colno}: {err.msg}"
+                ) from None
+    return rows
+
+
+def _rows_csv(path: Path) -> list[tuple[int, Any]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        if not reader.fieldnames:
+            raise DataError(f"{path}: no header row (expected image and caption columns)")
+        return list(enumerate(reader, 2))  # line 1 is the header
+
+
+def load_pair_file(
+    path: str | os.PathLike, *, skips: SkipCounter | None = None
+) -> list[PairRecord]:
+    """Pairs from a JSONL, CSV or TSV file of (image path, caption) rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
+    records = []
+    for n, row in _rows_jsonl(path) if jsonl else _rows_csv(path):
+        where = f"{path}: line {n}"
+        try:
+            if not isinstance(row, dict):
+                raise DataError(f"{where}: expected an object with image and caption")
+            image = Path(_pick(row, _IMAGE_KEYS, "image path", where))
+            caption = str(_pick(row, _CAPTION_KEYS, "caption", where))
+        except DataError as err:
+            skip_or_raise(err, skips)
+            continue
+        image = image if image.is_absolute() else path.parent / image
+        records.append(PairRecord(image, str(image), f"{path.name} line {n}", caption=caption))
+    return records
+
+
+# ---- datasets ----------------------------------------------------------------------------
+
+
+def _captions_of(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):  # e.g. {"raw": "...", ...} or datasets' dict of lists
+        return _captions_of(value.get("raw", value.get("caption", value.get("text"))))
+    return [c for v in (value or []) for c in _captions_of(v)]
+
+
+def load_pairs(
+    source: Any = None,
+    *,
+    split: str = "train",
+    transform: Any = None,
+    image_dir: str | os.PathLike | None = None,
+    image_column: str | None = None,
+    caption_column: str | None = None,
+    streaming: bool = False,
+    skip_bad: bool = False,
+    cache_images: bool = False,
+    max_pixels: int | None = None,
+    **load_kwargs: Any,
+) -> PairsDataset | StreamingDataset:
+    """Image-caption pairs of ``split`` from ``source`` (see the module docstring)."""
+    skips = SkipCounter() if skip_bad else None
+    options = {
+        "transform": transform,
+        "skip_bad": skip_bad,
+        "skips": skips,
+        "max_pixels": max_pixels,
+    }
+    suffix = Path(source).suffix.lower() if isinstance(source, str | os.PathLike) else ""
+    if source is None or (isinstance(source, str) and source.lower() in ("easy-vqa", "easy_vqa")):
+        records: Any = load_easy_vqa_pairs(split)
+    elif suffix == ".json" and Path(source).is_file():
+        records = load_coco_captions(source, image_dir=image_dir, skips=skips)
+    elif suffix in (".jsonl", ".ndjson", ".csv", ".tsv"):
+        records = load_pair_file(source, skips=skips)
+    else:
+        data, name = open_hf(source, split=split, streaming=streaming, **load_kwargs)
+        features = data.features
+        image_col = find_column(
+            features,
+            kind=datasets.Image,
+            given=image_column,
+            names=_IMAGE_KEYS,
+            what="image",
+            source=name,
+        )
+        caption_col = find_column(
+            features,
+            kind=None,
+            given=caption_column,
+            names=_CAPTION_KEYS,
+            what="caption",
+            source=name,
+        )
+        iid_col = "image_id" if "image_id" in (features or {}) else None
+
+        if isinstance(data, datasets.IterableDataset):
+
+            def to_record(row: dict, i: int) -> PairRecord:
+                captions = _captions_of(row[caption_col])
+                key = row[iid_col] if iid_col else i
+                return PairRecord(
+                    row[image_col],
+                    key,
+                    f"row {i} of {name}",
+                    caption=captions[0] if captions else "",
+                )
+
+            encoder = PairsDataset([], **options)
+            return StreamingDataset(
+                undecoded(data, image_col), to_record=to_record, encoder=encoder
+            )
+        images = undecoded(data.select_columns([image_col]), image_col)
+        text = data.select_columns([c for c in (caption_col, iid_col) if c]).to_list()
+        records = []
+        for i, row in enumerate(text):
+            key = row[iid_col] if iid_col else i
+            for n, caption in enumerate(_captions_of(row[caption_col]) or [""]):
+                records.append(
+                    PairRecord(
+                        RowImage(images, i), key, f"row {i} of {name} caption {n}", caption=caption
+                    )
+                )
+    return PairsDataset(records, cache_images=cache_images, **options)
