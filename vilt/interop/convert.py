@@ -1,0 +1,58 @@
+"""``convert``: a checkpoint from one format to the other, keeping its model class.
+
+The class comes from the source's own ``architectures`` (or, for original ViLT .ckpt files,
+from the heads it holds); the files that preprocess inputs (processor and tokenizer configs,
+vocabularies) travel with the weights, so the converted directory is as usable as the source.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..modeling.auto import model_classes
+from ..modeling.pretrained import CheckpointError, read_checkpoint
+from .reader import resolve
+
+FORMATS = ("transformers", "vilt")
+# Preprocessing files copied next to the converted weights when the source has them.
+SIDE_FILES = (
+    "preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str = "transformers") -> Path:
+    """Read ``src`` (a vilt or transformers directory, a hub name, or an original ViLT .ckpt)
+    and write it to directory ``dst`` in format ``to``; returns ``dst``.
+
+    Floating-point weights keep their dtype (an fp16 checkpoint stays fp16)."""
+    if to not in FORMATS:
+        raise ValueError(f"unknown target format {to!r}; choose one of {', '.join(FORMATS)}")
+    ckpt = read_checkpoint(src)
+    classes = model_classes()
+    cls = classes.get(ckpt.architecture)
+    if cls is None:
+        raise CheckpointError(
+            f"{ckpt.source}: names architecture {ckpt.architecture or '(none)'!r}, which vilt "
+            f"cannot build; known: {', '.join(sorted(classes))}"
+        )
+    model = cls.from_checkpoint(ckpt)
+    dtypes = {v.dtype for v in ckpt.state_dict.values() if v.is_floating_point()}
+    if len(dtypes) == 1 and (dtype := dtypes.pop()) != torch.float32:
+        model = model.to(dtype)
+    out = Path(dst)
+    model.save_pretrained(out, format=to)
+    source_dir = resolve(src)
+    if source_dir is not None and source_dir.is_dir() and source_dir.resolve() != out.resolve():
+        for name in SIDE_FILES:
+            if (source_dir / name).is_file():
+                shutil.copyfile(source_dir / name, out / name)
+    return out
