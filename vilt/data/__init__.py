@@ -1,0 +1,60 @@
+"""Data sets for the three tasks (image classification, VQA, image-text pairs), the
+collators that batch them, and the image decoding and error reporting they share.
+
+    train = load_vqa(split="train", transform=processor.image_processor.preprocess_one,
+                     cache_images=True)
+    test = load_vqa(split="test", vocab=train.vocab, transform=...)
+    loader = DataLoader(train, batch_size=32, shuffle=True, collate_fn=VQACollator(processor))
+    for batch in loader:
+        if batch is None:  # every item of the batch was skipped (skip_bad=True)
+            continue
+        meta = batch.pop("meta")  # question ids and human answers, not model inputs
+        loss = model(**batch).loss
+"""
+
+from .base import ImageRecord, RecordDataset, pil_to_tensor
+from .classification import ClassificationDataset, load_classification
+from .collate import PretrainingCollator, VQACollator, collate_classification
+from .errors import SKIP_REASONS, DataError, ImageError, SkipCounter
+from .images import load_image
+from .masking import whole_word_mask
+from .pairs import PairsDataset, load_pairs
+from .streaming import StreamingDataset
+from .vqa import (
+    AnswerVocab,
+    VQADataset,
+    build_answer_vocab,
+    load_vqa,
+    normalize_answer,
+    soft_score,
+    vqa_accuracy,
+    write_vqa_predictions,
+)
+
+__all__ = [
+    "SKIP_REASONS",
+    "AnswerVocab",
+    "ClassificationDataset",
+    "DataError",
+    "ImageError",
+    "ImageRecord",
+    "PairsDataset",
+    "PretrainingCollator",
+    "RecordDataset",
+    "SkipCounter",
+    "StreamingDataset",
+    "VQACollator",
+    "VQADataset",
+    "build_answer_vocab",
+    "collate_classification",
+    "load_classification",
+    "load_image",
+    "load_pairs",
+    "load_vqa",
+    "normalize_answer",
+    "pil_to_tensor",
+    "soft_score",
+    "vqa_accuracy",
+    "whole_word_mask",
+    "write_vqa_predictions",
+]

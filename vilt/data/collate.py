@@ -1,0 +1,213 @@
+"""Collators: items from vilt data sets -> model-ready batches, padded per batch.
+
+Text is tokenized here, padded to the longest text of the batch and truncated at
+``max_length`` tokens (default: the processor's, 40 for ViLT; keep it within the model's
+``max_position_embeddings``). Images arrive decoded and transformed by the workers
+(``preprocess_one``) and are padded to the largest in the batch by the image processor's
+``pad``, which also returns ``pixel_mask``.
+
+Every collator drops ``None`` items (records skipped with ``skip_bad``) and returns
+``None`` when a whole batch was skipped: skip such a batch. Values that are not model
+inputs travel under ``batch["meta"]`` (a dict of lists: question_id, image_id, answers,
+index): ``meta = batch.pop("meta")`` before ``model(**batch)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .masking import IGNORE_INDEX, whole_word_mask, word_ids_from_tokens
+
+__all__ = ["PretrainingCollator", "VQACollator", "collate_classification"]
+
+Item = dict[str, Any] | None
+
+
+def collate_classification(items: Sequence[Item]) -> dict[str, torch.Tensor] | None:
+    """{"pixel_values": (B, 3, H, W), "labels": (B,) long} from classification items."""
+    kept = [it for it in items if it is not None]
+    if not kept:
+        return None
+    shapes = {tuple(it["pixel_values"].shape) for it in kept}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"images of different sizes {sorted(shapes)} in one batch: use a transform that "
+            "resizes to one size (ViTImageProcessor.preprocess_one)"
+        )
+    return {
+        "pixel_values": torch.stack([it["pixel_values"] for it in kept]),
+        "labels": torch.tensor([it["labels"] for it in kept], dtype=torch.long),
+    }
+
+
+def _meta(items: Sequence[dict[str, Any]]) -> dict[str, list]:
+    keys = items[0].get("meta", {}).keys()
+    return {k: [it["meta"][k] for it in items] for k in keys}
+
+
+class _TextImageCollator:
+    """Tokenizer + image padding shared by the ViLT collators. Pass a ``ViltProcessor``, or
+    its ``tokenizer`` and ``image_processor``."""
+
+    def __init__(
+        self,
+        processor: Any = None,
+        *,
+        tokenizer: Any = None,
+        image_processor: Any = None,
+        max_length: int | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer or getattr(processor, "tokenizer", None)
+        self.image_processor = image_processor or getattr(processor, "image_processor", None)
+        if self.tokenizer is None or self.image_processor is None:
+            raise ValueError("pass a ViltProcessor, or both tokenizer= and image_processor=")
+        self.max_length = int(max_length or getattr(processor, "max_length", None) or 40)
+
+    def encode_text(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        out = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+        if "token_type_ids" not in out:
+            out["token_type_ids"] = torch.zeros_like(out["input_ids"])
+        if out["input_ids"].shape[1] > self.max_length:
+            raise ValueError(
+                f"tokenizer returned {out['input_ids'].shape[1]} tokens, more than "
+                f"max_length={self.max_length}"
+            )
+        self._last_encoding = enc
+        return out
+
+    def pad_images(self, images: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        padded = self.image_processor.pad(images)
+        return {"pixel_values": padded["pixel_values"], "pixel_mask": padded["pixel_mask"]}
+
+
+class VQACollator(_TextImageCollator):
+    """VQA batches: input_ids, attention_mask, token_type_ids, pixel_values, pixel_mask,
+    labels ((B, num_answers) float soft scores; absent for splits without answers), and
+    meta (question_id, image_id, answers: not a model input, pop it)."""
+
+    def __call__(self, items: Sequence[Item]) -> dict[str, Any] | None:
+        kept = [it for it in items if it is not None]
+        if not kept:
+            return None
+        batch: dict[str, Any] = self.encode_text([it["text"] for it in kept])
+        batch.update(self.pad_images([it["pixel_values"] for it in kept]))
+        if all("labels" in it for it in kept):
+            batch["labels"] = torch.stack([it["labels"] for it in kept]).float()
+        batch["meta"] = _meta(kept)
+        return batch
+
+
+class PretrainingCollator(_TextImageCollator):
+    """ITM + MLM batches from image-caption items.
+
+    ITM: each pair becomes a negative with probability ``itm_negative_ratio``: its image is
+    swapped for another item's image in the same batch (never one with the same image_id;
+    when the batch has no other image the pair stays positive). Swapping within the batch
+    means no image is decoded twice per epoch. ``itm_labels`` (B,) long, 1 = match.
+    MLM: whole-word masking of ``mlm_probability`` of the tokens (80/10/10); ``mlm_labels``
+    (B, T) long, -100 except at masked tokens of matched pairs.
+    The draws are seeded by (``seed``, epoch, the items' indices): call ``set_epoch`` each
+    epoch (shared with DataLoader workers, persistent or not). ``itm``/``mlm`` False leaves
+    that part (and its labels) out.
+    """
+
+    def __init__(
+        self,
+        processor: Any = None,
+        *,
+        tokenizer: Any = None,
+        image_processor: Any = None,
+        max_length: int | None = None,
+        mlm_probability: float = 0.15,
+        itm_negative_ratio: float = 0.5,
+        itm: bool = True,
+        mlm: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            processor, tokenizer=tokenizer, image_processor=image_processor, max_length=max_length
+        )
+        if not 0.0 <= itm_negative_ratio <= 1.0:
+            raise ValueError(f"itm_negative_ratio must be in [0, 1], got {itm_negative_ratio}")
+        self.mlm_probability = mlm_probability
+        self.itm_negative_ratio = itm_negative_ratio
+        self.itm, self.mlm, self.seed = itm, mlm, seed
+        self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch[0] = epoch
+
+    def _rng(self, items: Sequence[dict[str, Any]]) -> np.random.Generator:
+        indices = [int(it.get("meta", {}).get("index", 0)) for it in items]
+        return np.random.default_rng([self.seed, int(self._epoch[0]), *indices])
+
+    def negatives(
+        self, items: Sequence[dict[str, Any]], rng: np.random.Generator
+    ) -> list[int | None]:
+        """For each pair, the batch position whose image replaces its own (None: keep)."""
+        keys = [it.get("meta", {}).get("image_id") for it in items]
+        keys = [k if k is not None else ("item", n) for n, k in enumerate(keys)]
+        swaps: list[int | None] = []
+        for key in keys:
+            negative = rng.random() < self.itm_negative_ratio
+            others = [k for k in range(len(items)) if keys[k] != key]
+            swaps.append(others[int(rng.integers(len(others)))] if negative and others else None)
+        return swaps
+
+    def __call__(self, items: Sequence[Item]) -> dict[str, Any] | None:
+        kept = [it for it in items if it is not None]
+        if not kept:
+            return None
+        rng = self._rng(kept)
+        batch: dict[str, Any] = self.encode_text([it["text"] for it in kept])
+        images = [it["pixel_values"] for it in kept]
+        matched = torch.ones(len(kept), dtype=torch.long)
+        if self.itm:
+            swaps = self.negatives(kept, rng)
+            images = [
+                images[k] if k is not None else im for im, k in zip(images, swaps, strict=True)
+            ]
+            matched = torch.tensor([int(k is None) for k in swaps], dtype=torch.long)
+            batch["itm_labels"] = matched
+        batch.update(self.pad_images(images))
+        if self.mlm:
+            gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            masked, labels = whole_word_mask(
+                batch["input_ids"],
+                [self.word_ids(b, batch["input_ids"][b]) for b in range(len(kept))],
+                mask_token_id=self.tokenizer.mask_token_id,
+                vocab_size=self.tokenizer.vocab_size,
+                special_ids=self._special_ids(),
+                probability=self.mlm_probability,
+                generator=gen,
+            )
+            labels[matched == 0] = (
+                IGNORE_INDEX  # a caption cannot be recovered from the wrong image
+            )
+            batch["input_ids"], batch["mlm_labels"] = masked, labels
+        batch["meta"] = _meta(kept)
+        return batch
+
+    def _special_ids(self) -> set[int]:
+        names = ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id", "unk_token_id")
+        ids = {getattr(self.tokenizer, n, None) for n in names}
+        return {int(i) for i in ids if i is not None}
+
+    def word_ids(self, b: int, input_ids: torch.Tensor) -> list[int | None]:
+        """Word ids of text ``b`` of the last encoded batch, from the tokenizer when it
+        reports them, else from the WordPiece "##" continuation marks."""
+        enc = self._last_encoding
+        if hasattr(enc, "word_ids"):
+            return list(enc.word_ids(b))
+        if hasattr(self.tokenizer, "word_ids"):
+            return list(self.tokenizer.word_ids(b))
+        tokens = self.tokenizer.convert_ids_to_tokens(input_ids.tolist())
+        special = set(self.tokenizer.convert_ids_to_tokens(sorted(self._special_ids())))
+        return word_ids_from_tokens(tokens, special)
