@@ -55,7 +55,8 @@ def open_hf(
             "directory, or a datasets.Dataset / DatasetDict"
         )
     if streaming and isinstance(data, datasets.Dataset):
-        data = data.to_iterable_dataset()
+        # shards let DataLoader workers split the rows (a worker reads whole shards)
+        data = data.to_iterable_dataset(num_shards=max(1, min(len(data), 32)))
     return data, name
 
 

@@ -1,8 +1,9 @@
 """Streaming: items from a ``datasets`` IterableDataset (or any iterable of rows) without
 loading the source into memory.
 
-Each DataLoader worker reads its own share: whole shards when the source has at least as
-many shards as there are workers, otherwise every n-th row. For several processes
+Each DataLoader worker reads its own share: a ``datasets`` IterableDataset gives each
+worker whole shards (workers beyond its ``n_shards`` stay idle); any other iterable is
+read by every worker, each keeping every n-th row. For several processes
 (DDP), pass ``rank`` and ``world_size`` (``datasets.distributed.split_dataset_by_node``).
 ``set_epoch`` reshuffles sources that shuffle (``IterableDataset.shuffle``) differently
 each epoch. Bad rows raise or, with the encoder's ``skip_bad``, are skipped and counted.
@@ -60,15 +61,10 @@ class StreamingDataset(torch.utils.data.IterableDataset):
 
     def _worker_rows(self) -> Iterator[tuple[int, dict]]:
         info = torch.utils.data.get_worker_info()
-        rows: Iterable[dict] = self.rows
-        if info is None or info.num_workers == 1:
-            return enumerate(rows)
-        n_shards = getattr(rows, "n_shards", 0)
-        if isinstance(rows, datasets.IterableDataset) and n_shards >= info.num_workers:
-            shard = rows.shard(num_shards=info.num_workers, index=info.id)
-            return enumerate(shard)  # row numbers count within the worker's shards
-        numbered = enumerate(rows)
-        return itertools.islice(numbered, info.id, None, info.num_workers)
+        if isinstance(self.rows, datasets.IterableDataset) or info is None:
+            # a datasets IterableDataset hands each worker its own shards by itself
+            return enumerate(self.rows)
+        return itertools.islice(enumerate(self.rows), info.id, None, info.num_workers)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         skips = self.encoder.skips

@@ -1,0 +1,132 @@
+"""Image classification data: the digits default, imagefolder directories, in-memory
+datasets, streaming, and bad images."""
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vilt.data import DataError, ImageError, collate_classification, load_classification
+
+
+def _imagefolder(root, splits=("train", "test"), classes=("cat", "dog"), n=2):
+    for split in splits:
+        for c, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (12, 10), (c * 200, i * 50, 0)).save(
+                    root / split / name / f"{i}.png"
+                )
+    return root
+
+
+def test_digits_default_split():
+    train = load_classification()
+    test = load_classification(None, split="test")
+    assert (len(train), len(test)) == (1437, 360)
+    assert train.id2label == {i: str(i) for i in range(10)} and train.num_labels == 10
+    item = train[0]
+    assert item["pixel_values"].shape == (3, 8, 8) and item["pixel_values"].dtype == torch.uint8
+    assert 0 <= item["labels"] < 10
+    counts = np.bincount([r.label for r in test.records], minlength=10)
+    assert counts.min() >= 35  # stratified: every class about a tenth of the test split
+    # the split is fixed: same records every time, no overlap
+    assert [r.image_key for r in load_classification(split="test").records] == [
+        r.image_key for r in test.records
+    ]
+    assert not {r.image_key for r in train.records} & {r.image_key for r in test.records}
+
+
+def test_imagefolder_directory(tmp_path):
+    root = _imagefolder(tmp_path / "pets", splits=("train", "validation"))
+    train = load_classification(root, split="train", cache_dir=str(tmp_path / "cache"))
+    assert len(train) == 4 and train.id2label == {0: "cat", 1: "dog"}
+    assert sorted(train[i]["labels"] for i in range(4)) == [0, 0, 1, 1]
+    assert train[0]["pixel_values"].shape == (3, 10, 12)
+    test = load_classification(
+        root, split="test", cache_dir=str(tmp_path / "cache")
+    )  # -> validation
+    assert len(test) == 4
+    with pytest.raises(DataError, match=r"no split 'extra'"):
+        load_classification(root, split="extra", cache_dir=str(tmp_path / "cache"))
+
+
+def test_in_memory_columns_found_or_named():
+    images = [Image.new("RGB", (6, 6), (i * 30, 0, 0)) for i in range(4)]
+    data = datasets.Dataset.from_dict(
+        {"picture": images, "kind": ["b", "a", "b", "a"], "other": [1, 2, 3, 4]},
+        features=datasets.Features(
+            {
+                "picture": datasets.Image(),
+                "kind": datasets.Value("string"),
+                "other": datasets.Value("int32"),
+            }
+        ),
+    )
+    ds = load_classification(data, label_column="kind")
+    assert ds.id2label == {0: "a", 1: "b"}  # string labels become sorted class names
+    assert [ds[i]["labels"] for i in range(4)] == [1, 0, 1, 0]
+    with pytest.raises(
+        DataError,
+        match=r"cannot find the label column .*columns are \['picture', 'kind', 'other'\]",
+    ):
+        load_classification(data)
+    dd = datasets.DatasetDict({"train": data, "test": data.select([0])})
+    assert len(load_classification(dd, split="test", label_column="kind")) == 1
+
+
+def test_streaming_and_dataloader_workers(tmp_path):
+    images = [Image.new("RGB", (6, 6), (i * 30, 0, 0)) for i in range(6)]
+    data = datasets.Dataset.from_dict(
+        {"image": images, "label": [0, 1, 2, 0, 1, 2]},
+        features=datasets.Features(
+            {"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y", "z"])}
+        ),
+    )
+    stream = load_classification(data, streaming=True)
+    assert stream.id2label == {0: "x", 1: "y", 2: "z"}
+    assert [it["labels"] for it in stream] == [0, 1, 2, 0, 1, 2]
+    loader = torch.utils.data.DataLoader(
+        stream, batch_size=2, num_workers=2, collate_fn=collate_classification
+    )
+    seen = sorted(int(x) for b in loader for x in b["labels"])
+    assert seen == [0, 0, 1, 1, 2, 2]  # every row once across the two workers
+    ds = load_classification(data)
+    batch = collate_classification([ds[0], None, ds[2]])
+    assert batch["pixel_values"].shape == (2, 3, 6, 6) and batch["labels"].tolist() == [0, 2]
+    assert collate_classification([None, None]) is None
+
+
+def test_bad_image_in_imagefolder_named_or_skipped(tmp_path):
+    root = _imagefolder(tmp_path / "pets", splits=("train",))
+    (root / "train" / "dog" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    ds = load_classification(root, cache_dir=str(tmp_path / "cache"))
+    bad = next(i for i, r in enumerate(ds.records) if str(r.image["path"]).endswith("dog/1.png"))
+    with pytest.raises(ImageError, match=rf"dog/1\.png \(row {bad} of "):
+        ds[bad]
+    ds = load_classification(root, skip_bad=True, cache_dir=str(tmp_path / "cache"))
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=4, num_workers=2, collate_fn=collate_classification
+    )
+    assert sum(len(b["labels"]) for b in loader) == 3
+    assert ds.skips.counts() == {"corrupt_image": 1}
+
+
+def test_image_cache_decodes_once(monkeypatch):
+    ds = load_classification(split="test", cache_images=True)
+    assert ds.cached_images() == 360
+    calls = []
+    monkeypatch.setattr(ds, "decode", lambda record: calls.append(record) or None)
+    assert ds[5]["pixel_values"].shape == (3, 8, 8) and not calls
+
+
+def test_bad_label_named():
+    data = datasets.Dataset.from_dict(
+        {"image": [Image.new("RGB", (4, 4))], "label": [-1]},  # datasets: no label
+        features=datasets.Features(
+            {"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}
+        ),
+    )
+    with pytest.raises(DataError, match=r"row 0 of in-memory dataset.*label -1 is outside 0\.\.1"):
+        load_classification(data)[0]
