@@ -157,6 +157,14 @@ def test_vit_pooler_in_a_classification_checkpoint(tmp_path, perturb):
     assert torch.equal(backbone.pooler.dense.weight, pooler["vit.pooler.dense.weight"])
 
 
+def test_vit_model_checkpoint_with_vit_prefix_keeps_its_pooler(tmp_path, perturb):
+    ref = save_tf(transformers.ViTModel(transformers.ViTConfig(**TF_VIT)), tmp_path, perturb)
+    state = load_file(tmp_path / "model.safetensors")
+    save_file({"vit." + k: v for k, v in state.items()}, tmp_path / "model.safetensors")
+    model = vilt.load_model(tmp_path)
+    assert torch.equal(model.pooler.dense.weight, ref.pooler.dense.weight)
+
+
 @pytest.mark.parametrize("decoder", ["absent", "tied", "different"])
 def test_mlm_decoder_weight_is_optional(decoder, tmp_path, perturb, recwarn):
     save_tf(transformers.ViltForMaskedLM(transformers.ViltConfig(**TF_VILT)), tmp_path, perturb)

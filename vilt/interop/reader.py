@@ -177,15 +177,18 @@ def _read_config(config_file: Path) -> dict[str, Any]:
     return data
 
 
-def _drop_vit_pooler(state: dict[str, torch.Tensor], model_cls: type | None) -> list[str]:
+def _drop_vit_pooler(
+    state: dict[str, torch.Tensor], model_cls: type | None, architecture: str
+) -> list[str]:
     """transformers' ViTForImageClassification has no pooler, yet some of its checkpoints carry
     ``vit.pooler``: keep it for a ViTModel (which uses it), drop it for anything else."""
     keys = [k for k in state if k.startswith("vit.pooler.")]
-    if not keys or (model_cls is not None and model_cls.__name__ == "ViTModel"):
+    target = model_cls.__name__ if model_cls is not None else architecture
+    if not keys or target == "ViTModel":
         return []
     for k in keys:
         del state[k]
-    return [f"left out {', '.join(keys)} (ViTForImageClassification has no pooler)"]
+    return [f"left out {', '.join(keys)} ({target} has no pooler)"]
 
 
 def read_transformers_directory(
@@ -200,7 +203,7 @@ def read_transformers_directory(
     for note in notes:  # these change outputs: say so now, not only in loading_info
         warnings.warn(f"{source}: {note}", CheckpointWarning, stacklevel=4)
     if family == "vit":
-        notes += _drop_vit_pooler(state, model_cls)
+        notes += _drop_vit_pooler(state, model_cls, config["architectures"][0])
     return Checkpoint(
         config=config,
         state_dict=state,
