@@ -91,7 +91,7 @@ def resolve(path_or_name: str | os.PathLike) -> Path | None:
     except Exception:  # huggingface_hub raises several types for "not cached"
         reason = "not in the local cache"
     if hub_offline():
-        reason += " and HF_HUB_OFFLINE is set"
+        reason += " and offline mode is on (HF_HUB_OFFLINE)"
     else:
         try:
             remote = snapshot_download(
@@ -99,7 +99,7 @@ def resolve(path_or_name: str | os.PathLike) -> Path | None:
             )
             return Path(remote)
         except Exception as err:
-            reason += f" and the hub could not be reached ({type(err).__name__})"
+            reason += f" and fetching it from the hub failed ({type(err).__name__})"
     raise CheckpointError(
         f"{name}: not a local path, and as a hub name it cannot be resolved ({reason}); "
         f"pass a local checkpoint directory instead, e.g. one made with "
