@@ -75,28 +75,33 @@ _SHAPES = ("circle", "rectangle", "triangle")
 
 
 def _facts(question: str, answer: str) -> dict[str, str]:
-    """Facts a question/answer pair states about its image's one shape. A yes/no question
-    names a present colour or shape when the answer affirms it ("is there a red shape?"
-    yes; "is there not a red shape?" no); a what-question names one in its answer and,
-    sometimes, another in its words ("what color is the circle?")."""
+    """Facts a question/answer pair states about its image's one shape: "color"/"shape"
+    when present, "no color"/"no shape" when absent. A yes/no question states presence
+    when the answer affirms it ("is there a red shape?" yes; "is there not a red shape?"
+    no), absence otherwise; a what-question names a present colour or shape in its answer
+    and sometimes another in its words ("what color is the circle?")."""
     words = re.findall(r"[a-z]+", question.lower())
-    facts: dict[str, str] = {}
+    prefix = ""
     if answer in ("yes", "no"):
         negated = "not" in words or "no" in words
-        if (answer == "yes") == negated:
-            return facts
+        prefix = "" if (answer == "yes") != negated else "no "
     else:
         words = [*words, answer]
+    facts: dict[str, str] = {}
     for w in words:
         if w in _COLORS:
-            facts["color"] = w
+            facts[prefix + "color"] = w
         elif w in _SHAPES:
-            facts["shape"] = w
+            facts[prefix + "shape"] = w
     return facts
 
 
-def easy_vqa_captions(color: str | None, shape: str | None) -> list[str]:
-    """Captions for a shape of ``color`` and ``shape`` (either may be unknown)."""
+def easy_vqa_captions(
+    color: str | None, shape: str | None, *, no_color: str | None = None,
+    no_shape: str | None = None,
+) -> list[str]:  # fmt: skip
+    """Captions for a shape of ``color`` and ``shape`` (either may be unknown); an image
+    with neither known is described by what it lacks."""
     if color and shape:
         return [
             f"a {color} {shape}",
@@ -109,7 +114,12 @@ def easy_vqa_captions(color: str | None, shape: str | None) -> list[str]:
         return [f"the shape is a {shape}", f"there is a {shape} in the image", f"a {shape}"]
     if color:
         return [f"a {color} shape", f"the color of the shape is {color}"]
-    return []
+    absent = []
+    if no_color:
+        absent.append(f"there is no {no_color} shape")
+    if no_shape:
+        absent.append(f"the image does not contain a {no_shape}")
+    return absent
 
 
 def load_easy_vqa_pairs(split: str = "train") -> list[PairRecord]:
@@ -134,7 +144,10 @@ def load_easy_vqa_pairs(split: str = "train") -> list[PairRecord]:
     records = []
     for image_id in sorted(facts):
         f = facts[image_id]
-        for n, caption in enumerate(easy_vqa_captions(f.get("color"), f.get("shape"))):
+        captions = easy_vqa_captions(
+            f.get("color"), f.get("shape"), no_color=f.get("no color"), no_shape=f.get("no shape")
+        )
+        for n, caption in enumerate(captions):
             source = f"easy-VQA {split} image {image_id} caption {n}"
             records.append(PairRecord(paths[image_id], image_id, source, caption=caption))
     return records
