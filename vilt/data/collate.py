@@ -122,18 +122,15 @@ class PretrainingCollator(_TextImageCollator):
         self,
         processor: Any = None,
         *,
-        tokenizer: Any = None,
-        image_processor: Any = None,
-        max_length: int | None = None,
         mlm_probability: float = 0.15,
         itm_negative_ratio: float = 0.5,
         itm: bool = True,
         mlm: bool = True,
         seed: int = 0,
+        **text_image: Any,
     ) -> None:
-        super().__init__(
-            processor, tokenizer=tokenizer, image_processor=image_processor, max_length=max_length
-        )
+        """``text_image``: tokenizer, image_processor, max_length, as for VQACollator."""
+        super().__init__(processor, **text_image)
         if not 0.0 <= itm_negative_ratio <= 1.0:
             raise ValueError(f"itm_negative_ratio must be in [0, 1], got {itm_negative_ratio}")
         self.mlm_probability = mlm_probability
