@@ -15,6 +15,7 @@ The image column is the first ``Image`` feature and the label column the first
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import datasets
@@ -91,6 +92,10 @@ def load_digits_split(split: str = "train") -> tuple[list[ClassRecord], dict[int
     return records, {i: str(i) for i in range(10)}
 
 
+def _row_record(row: dict, i: int, *, image_col: str, label_col: str, name: str) -> ClassRecord:
+    return ClassRecord(row[image_col], i, f"row {i} of {name}", label=row[label_col])
+
+
 def load_classification(
     source: Any = None,
     *,
@@ -140,9 +145,8 @@ def load_classification(
     id2label = dict(enumerate(label_feature.names))
     data = undecoded(data.select_columns([image_col, label_col]), image_col)
 
-    def to_record(row: dict, i: int) -> ClassRecord:
-        return ClassRecord(row[image_col], i, f"row {i} of {name}", label=row[label_col])
-
+    # a partial of a module function, not a closure: spawned DataLoader workers pickle it
+    to_record = partial(_row_record, image_col=image_col, label_col=label_col, name=name)
     if isinstance(data, datasets.IterableDataset):
         encoder = ClassificationDataset([], id2label=id2label, **options)
         return StreamingDataset(data, to_record=to_record, encoder=encoder)

@@ -23,6 +23,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +265,17 @@ def _captions_of(value: Any) -> list[str]:
     return [c for v in (value or []) for c in _captions_of(v)]
 
 
+def _stream_record(
+    row: dict, i: int, *, image_col: str, caption_col: str, iid_col: str | None, name: str
+) -> PairRecord:
+    """A streamed row's first caption with its image (a partial of it is picklable)."""
+    captions = _captions_of(row[caption_col])
+    key = row[iid_col] if iid_col else i
+    return PairRecord(
+        row[image_col], key, f"row {i} of {name}", caption=captions[0] if captions else ""
+    )
+
+
 def load_pairs(
     source: Any = None,
     *,
@@ -315,17 +327,10 @@ def load_pairs(
         iid_col = "image_id" if "image_id" in (features or {}) else None
 
         if isinstance(data, datasets.IterableDataset):
-
-            def to_record(row: dict, i: int) -> PairRecord:
-                captions = _captions_of(row[caption_col])
-                key = row[iid_col] if iid_col else i
-                return PairRecord(
-                    row[image_col],
-                    key,
-                    f"row {i} of {name}",
-                    caption=captions[0] if captions else "",
-                )
-
+            to_record = partial(
+                _stream_record, image_col=image_col, caption_col=caption_col, iid_col=iid_col,
+                name=name,
+            )  # fmt: skip
             encoder = PairsDataset([], **options)
             return StreamingDataset(
                 undecoded(data, image_col), to_record=to_record, encoder=encoder

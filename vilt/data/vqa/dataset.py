@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,33 @@ def _answers_of(value: Any) -> list[str]:
     return out
 
 
+def _row_record(
+    row: dict,
+    i: int,
+    image: Any = None,
+    *,
+    image_col: str,
+    question_col: str,
+    answers_col: str | None,
+    qid_col: str | None,
+    iid_col: str | None,
+    name: str,
+) -> VQARecord:
+    """Row ``i`` as a record (``image``: a lazy stand-in for the row's image column)."""
+    qid = row[qid_col] if qid_col else i
+    answers = None
+    if answers_col is not None:
+        answers = [normalize_answer(a) for a in _answers_of(row[answers_col])]
+    return VQARecord(
+        image=row[image_col] if image is None else image,
+        image_key=row[iid_col] if iid_col else i,
+        source=f"row {i} of {name} (question {qid})",
+        question=row[question_col],
+        answers=answers,
+        question_id=qid,
+    )
+
+
 _ANSWER_COLUMNS = ("answers", "answer", "multiple_choice_answer")
 
 
@@ -113,7 +141,9 @@ def load_vqa_hf_records(
 ) -> tuple[list[VQARecord] | datasets.IterableDataset, Any]:
     """Records of a ``datasets`` VQA source. Map-style: (records with text in memory and
     images read lazily, None). Streaming: (rows, to_record) for :class:`StreamingDataset`.
-    Without an answers column, answers are ``None`` (prediction)."""
+    Without an answers column, answers are ``None`` (prediction). Without a question_id
+    column the row number stands in; streamed with DataLoader workers, row numbers count
+    within each worker's shards, so give streamed sources a question_id column."""
     data, name = open_hf(source, split=split, streaming=streaming, **load_kwargs)
     features = data.features
     columns = list(features or {})
@@ -139,17 +169,9 @@ def load_vqa_hf_records(
     qid_col = "question_id" if "question_id" in columns else None
     iid_col = "image_id" if "image_id" in columns else None
 
-    def to_record(row: dict, i: int, image: Any = None) -> VQARecord:
-        qid = row[qid_col] if qid_col else i
-        image_id = row[iid_col] if iid_col else i
-        answers = None
-        if answers_col is not None:
-            answers = [normalize_answer(a) for a in _answers_of(row[answers_col])]
-        return VQARecord(
-            image=row[image_col] if image is None else image, image_key=image_id,
-            source=f"row {i} of {name} (question {qid})", question=row[question_col],
-            answers=answers, question_id=qid,
-        )  # fmt: skip
+    columns = {"image_col": image_col, "question_col": question_col, "answers_col": answers_col,
+               "qid_col": qid_col, "iid_col": iid_col}  # fmt: skip
+    to_record = partial(_row_record, name=name, **columns)  # picklable for spawned workers
 
     if isinstance(data, datasets.IterableDataset):
         return undecoded(data, image_col), to_record
