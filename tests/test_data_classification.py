@@ -130,3 +130,23 @@ def test_bad_label_named():
     )
     with pytest.raises(DataError, match=r"row 0 of in-memory dataset.*label -1 is outside 0\.\.1"):
         load_classification(data)[0]
+
+
+def test_hub_name_goes_to_load_dataset(monkeypatch):
+    images = [Image.new("RGB", (5, 5)) for _ in range(3)]
+    data = datasets.Dataset.from_dict(
+        {"img": images, "fine_label": [0, 1, 1]},
+        features=datasets.Features(
+            {"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=["a", "b"])}
+        ),
+    )
+    calls = []
+
+    def fake_load(name, **kwargs):
+        calls.append((name, kwargs))
+        return datasets.DatasetDict({"train": data, "validation": data.select([0])})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    ds = load_classification("someone/pets", split="test", cache_dir="/tmp/x")  # -> validation
+    assert len(ds) == 1 and ds.id2label == {0: "a", 1: "b"}  # columns found by feature type
+    assert calls == [("someone/pets", {"streaming": False, "cache_dir": "/tmp/x"})]
