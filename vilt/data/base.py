@@ -35,8 +35,9 @@ __all__ = ["ImageRecord", "ImageTransform", "RecordDataset", "pil_to_tensor"]
 class ImageRecord:
     """One example's image: ``image`` is a path, bytes, a ``datasets`` image dict, a PIL
     image, an array, or a zero-argument callable returning one of these (a row of a large
-    data set read only when needed); ``image_key`` names the image (its id or path: the cache key, and
-    what tells two images apart for ITM negatives); ``source`` names the record in errors."""
+    data set, read only when needed); ``image_key`` names the image (its id or path: the
+    cache key, and what tells two images apart for ITM negatives); ``source`` names the
+    record in errors."""
 
     image: Any
     image_key: Hashable | None = None
