@@ -14,7 +14,12 @@ collators that batch them, and the image decoding and error reporting they share
 
 from .base import ImageRecord, RecordDataset, pil_to_tensor
 from .classification import ClassificationDataset, load_classification
-from .collate import PretrainingCollator, VQACollator, collate_classification
+from .collate import (
+    ClassificationCollator,
+    PretrainingCollator,
+    VQACollator,
+    collate_classification,
+)
 from .errors import SKIP_REASONS, DataError, ImageError, SkipCounter
 from .images import load_image
 from .masking import whole_word_mask
@@ -34,6 +39,7 @@ from .vqa import (
 __all__ = [
     "SKIP_REASONS",
     "AnswerVocab",
+    "ClassificationCollator",
     "ClassificationDataset",
     "DataError",
     "ImageError",

@@ -22,26 +22,43 @@ import torch
 
 from .masking import IGNORE_INDEX, whole_word_mask, word_ids_from_tokens
 
-__all__ = ["PretrainingCollator", "VQACollator", "collate_classification"]
+__all__ = ["ClassificationCollator", "PretrainingCollator", "VQACollator", "collate_classification"]
 
 Item = dict[str, Any] | None
 
 
-def collate_classification(items: Sequence[Item]) -> dict[str, torch.Tensor] | None:
-    """{"pixel_values": (B, 3, H, W), "labels": (B,) long} from classification items."""
-    kept = [it for it in items if it is not None]
-    if not kept:
-        return None
-    shapes = {tuple(it["pixel_values"].shape) for it in kept}
-    if len(shapes) > 1:
-        raise ValueError(
-            f"images of different sizes {sorted(shapes)} in one batch: use a transform that "
-            "resizes to one size (ViTImageProcessor.preprocess_one)"
-        )
-    return {
-        "pixel_values": torch.stack([it["pixel_values"] for it in kept]),
-        "labels": torch.tensor([it["labels"] for it in kept], dtype=torch.long),
-    }
+class ClassificationCollator:
+    """{"pixel_values": (B, 3, H, W), "labels": (B,) long} from classification items.
+
+    With an ``image_processor``, its ``pad`` batches the images (and normalises uint8 ones,
+    from ``preprocess_one(image, normalize=False)``: a quarter of the bytes from workers
+    and in the image cache); without one, the images are stacked as they are."""
+
+    def __init__(self, image_processor: Any = None) -> None:
+        self.image_processor = image_processor
+
+    def __call__(self, items: Sequence[Item]) -> dict[str, torch.Tensor] | None:
+        kept = [it for it in items if it is not None]
+        if not kept:
+            return None
+        images = [it["pixel_values"] for it in kept]
+        labels = torch.tensor([it["labels"] for it in kept], dtype=torch.long)
+        if self.image_processor is not None:
+            return {
+                "pixel_values": self.image_processor.pad(images)["pixel_values"],
+                "labels": labels,
+            }
+        shapes = {tuple(im.shape) for im in images}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"images of different sizes {sorted(shapes)} in one batch: use a transform that "
+                "resizes to one size (ViTImageProcessor.preprocess_one)"
+            )
+        return {"pixel_values": torch.stack(images), "labels": labels}
+
+
+collate_classification = ClassificationCollator()
+"""Stacks classification items as they are (see :class:`ClassificationCollator`)."""
 
 
 def _meta(items: Sequence[dict[str, Any]]) -> dict[str, list]:
