@@ -1,0 +1,107 @@
+"""Processor files on disk: JSON in and out, and finding a directory from a path or hub name.
+
+The file names are transformers' own, so a directory written here is a transformers processor
+directory too, and one written by transformers (older ``preprocessor_config.json`` or the
+newer ``processor_config.json`` holding an ``image_processor`` entry) reads here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PREPROCESSOR_CONFIG",
+    "PROCESSOR_CONFIG",
+    "read_image_processor_dict",
+    "read_json",
+    "resolve_directory",
+    "write_json",
+]
+
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
+PROCESSOR_CONFIG = "processor_config.json"
+# What a hub download of a processor fetches: never weights.
+_HUB_PATTERNS = [
+    PREPROCESSOR_CONFIG,
+    PROCESSOR_CONFIG,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "config.json",
+]
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; errors name the file (and the line of a syntax error)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` to ``path`` through a temporary file, so a crash leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_image_processor_dict(directory: Path) -> tuple[dict[str, Any], Path] | None:
+    """The image processor settings in ``directory`` and the file they came from, or None."""
+    legacy = directory / PREPROCESSOR_CONFIG
+    if legacy.is_file():
+        return read_json(legacy), legacy
+    combined = directory / PROCESSOR_CONFIG
+    if combined.is_file():
+        data = read_json(combined)
+        inner = data.get("image_processor")
+        if isinstance(inner, dict):
+            return inner, combined
+    return None
+
+
+def resolve_directory(path_or_name: str | os.PathLike) -> Path:
+    """A local directory (or file) for ``path_or_name``: an existing path as it is, else a hub
+    name fetched (processor files only) from huggingface_hub's cache or, when online, the hub.
+    Fails at once, in one line naming what was asked for, when neither works."""
+    path = Path(path_or_name).expanduser()
+    if path.exists():
+        return path
+    name = os.fspath(path_or_name)
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise FileNotFoundError(f"{name}: no such file or directory") from None
+    try:
+        return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS, local_files_only=True))
+    except Exception:  # huggingface_hub raises several types for "not cached"
+        why = "not in the local cache"
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {
+        "1",
+        "ON",
+        "YES",
+        "TRUE",
+    }
+    if offline:
+        why += " and offline mode is on (HF_HUB_OFFLINE)"
+    else:
+        try:
+            return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS, etag_timeout=10))
+        except Exception as err:
+            why += f" and fetching it failed ({type(err).__name__})"
+    raise FileNotFoundError(
+        f"{name}: not a local path, and as a hub name it cannot be resolved ({why}); "
+        "pass a local directory holding the processor files instead"
+    )
