@@ -150,3 +150,28 @@ def test_hub_name_goes_to_load_dataset(monkeypatch):
     ds = load_classification("someone/pets", split="test", cache_dir="/tmp/x")  # -> validation
     assert len(ds) == 1 and ds.id2label == {0: "a", 1: "b"}  # columns found by feature type
     assert calls == [("someone/pets", {"streaming": False, "cache_dir": "/tmp/x"})]
+
+
+def test_vit_pipeline_feeds_the_model():
+    from functools import partial
+
+    from vilt import ViTConfig, ViTForImageClassification
+    from vilt.data import ClassificationCollator
+    from vilt.processing import ViTImageProcessor
+
+    torch.manual_seed(0)
+    proc = ViTImageProcessor(size=32)
+    ds = load_classification(
+        split="test", transform=partial(proc.preprocess_one, normalize=False), cache_images=True
+    )
+    assert ds[0]["pixel_values"].shape == (3, 32, 32) and ds[0]["pixel_values"].dtype == torch.uint8
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, collate_fn=ClassificationCollator(proc))
+    batch = next(iter(loader))
+    assert batch["pixel_values"].dtype == torch.float32 and batch["pixel_values"].shape == (
+        8,
+        3,
+        32,
+        32,
+    )
+    config = ViTConfig.from_preset("vit-test", num_labels=ds.num_labels, id2label=ds.id2label)
+    assert torch.isfinite(ViTForImageClassification(config)(**batch).loss)

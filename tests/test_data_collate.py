@@ -8,69 +8,20 @@ import torch
 from PIL import Image
 
 from vilt.data import PretrainingCollator, VQACollator, load_pairs, load_vqa
-from vilt.data.base import pil_to_tensor
+from vilt.processing import ImageProcessor, ViltProcessor, train_tokenizer
 
-# ---- a stand-in processor with the vilt.processing interface ---------------------------------
+# ---- the real processor, small ------------------------------------------------------------------
 
-
-class FakeTokenizer:
-    """Words split into 3-letter WordPiece-style pieces; BERT special ids 0..4."""
-
-    pad_token_id, unk_token_id, cls_token_id, sep_token_id, mask_token_id = 0, 1, 2, 3, 4
-    vocab_size = 500
-
-    def __init__(self):
-        self.vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
-
-    def _id(self, piece):
-        return self.vocab.setdefault(piece, len(self.vocab))
-
-    def __call__(self, texts, padding=True, truncation=True, max_length=40, return_tensors="pt"):
-        rows = []
-        for text in texts:
-            ids = [self.cls_token_id]
-            for word in text.lower().split():
-                pieces = [word[i : i + 3] for i in range(0, len(word), 3)]
-                ids += [self._id(p if n == 0 else "##" + p) for n, p in enumerate(pieces)]
-            ids = [*ids[: max_length - 1], self.sep_token_id]
-            rows.append(ids)
-        width = max(map(len, rows))
-        input_ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
-        return {
-            "input_ids": input_ids,
-            "attention_mask": (input_ids != 0).long(),
-            "token_type_ids": torch.zeros_like(input_ids),
-        }
-
-    def convert_ids_to_tokens(self, ids):
-        names = {i: t for t, i in self.vocab.items()}
-        return [names[i] for i in ids]
+_TEXTS = [
+    "is it red?", "is there a rather elongated rectangle here?", "why ?", "ok?",
+    "picture number 0 1 2 3 4 5 6 7 variant", "a? b? c? d? e?",
+]  # fmt: skip
 
 
-class FakeImageProcessor:
-    def preprocess_one(self, image):
-        return pil_to_tensor(image).float() / 255
-
-    def pad(self, images):
-        h = max(im.shape[1] for im in images)
-        w = max(im.shape[2] for im in images)
-        values = torch.zeros(len(images), 3, h, w)
-        mask = torch.zeros(len(images), h, w, dtype=torch.long)
-        for i, im in enumerate(images):
-            values[i, :, : im.shape[1], : im.shape[2]] = im
-            mask[i, : im.shape[1], : im.shape[2]] = 1
-        return {"pixel_values": values, "pixel_mask": mask}
-
-
-class FakeProcessor:
-    def __init__(self, max_length=40):
-        self.tokenizer = FakeTokenizer()
-        self.image_processor = FakeImageProcessor()
-        self.max_length = max_length
-
-
-def _processor(max_length=40):
-    return FakeProcessor(max_length=max_length)
+def _processor(max_length=40, **image_options):
+    tokenizer = train_tokenizer(_TEXTS * 5, vocab_size=120)
+    image_options = image_options or {"do_resize": False}  # keep sizes: masks are checkable
+    return ViltProcessor(ImageProcessor(**image_options), tokenizer, max_length=max_length)
 
 
 # ---- fixtures ------------------------------------------------------------------------------
@@ -244,3 +195,35 @@ def test_mlm_labels_and_switches(tmp_path):
     assert "itm_labels" not in itm_off and "mlm_labels" in itm_off
     with pytest.raises(ValueError, match="itm_negative_ratio"):
         PretrainingCollator(proc, itm_negative_ratio=1.5)
+
+
+# ---- the batches feed the models ----------------------------------------------------------------
+
+
+def test_batches_feed_the_models(tmp_path):
+    from functools import partial
+
+    from vilt import ViltConfig, ViltForPreTraining, ViltForQuestionAnswering
+
+    torch.manual_seed(0)
+    proc = _processor(max_length=16, size=32, size_divisor=8)
+    uint8 = partial(proc.image_processor.preprocess_one, normalize=False)  # pad normalises
+    _vqav2(tmp_path / "vqa", [(1, "is it red?"), (2, "why ?"), (1, "ok?")])
+    vqa = load_vqa(tmp_path / "vqa", split="val2014", transform=uint8, cache_images=True)
+    assert vqa[0]["pixel_values"].dtype == torch.uint8
+    batch = VQACollator(proc)([vqa[i] for i in range(3)])
+    meta = batch.pop("meta")
+    assert meta["question_id"] == [0, 1, 2]
+    # 20x12 -> 48x32 and 14x18 -> 32x40 (shorter side 32, multiples of 8), padded to 48x40
+    assert batch["pixel_values"].dtype == torch.float32
+    assert batch["pixel_values"].shape[-2:] == (40, 48)
+    config = ViltConfig.from_preset(
+        "vilt-test", vocab_size=proc.tokenizer.vocab_size, num_labels=len(vqa.vocab),
+        id2label=vqa.vocab.id2label, max_position_embeddings=16,
+    )  # fmt: skip
+    assert torch.isfinite(ViltForQuestionAnswering(config)(**batch).loss)
+    pairs = load_pairs(_pairs(tmp_path / "pairs"), transform=uint8)
+    batch = PretrainingCollator(proc, seed=0)([pairs[i] for i in range(len(pairs))])
+    batch.pop("meta")
+    out = ViltForPreTraining(config)(**batch)
+    assert torch.isfinite(out.loss) and out.mlm_loss is not None

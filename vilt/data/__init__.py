@@ -1,15 +1,18 @@
 """Data sets for the three tasks (image classification, VQA, image-text pairs), the
 collators that batch them, and the image decoding and error reporting they share.
 
-    train = load_vqa(split="train", transform=processor.image_processor.preprocess_one,
-                     cache_images=True)
-    test = load_vqa(split="test", vocab=train.vocab, transform=...)
+    from functools import partial
+    # workers resize to uint8 (a quarter of the bytes); the collator's pad normalises
+    transform = partial(processor.image_processor.preprocess_one, normalize=False)
+    train = load_vqa(split="train", transform=transform, cache_images=True)  # easy-VQA
+    test = load_vqa(split="test", vocab=train.vocab, transform=transform)
     loader = DataLoader(train, batch_size=32, shuffle=True, collate_fn=VQACollator(processor))
     for batch in loader:
         if batch is None:  # every item of the batch was skipped (skip_bad=True)
             continue
-        meta = batch.pop("meta")  # question ids and human answers, not model inputs
+        meta = batch.pop("meta")  # question ids and human answers: not model inputs
         loss = model(**batch).loss
+    print(train.skips.summary())  # with skip_bad=True: what was skipped, by reason
 """
 
 from .base import ImageRecord, RecordDataset, pil_to_tensor
