@@ -65,7 +65,9 @@ def open_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
                 f"{name}: not an image PIL can read (corrupt or unknown format)"
             ) from None
         except Image.DecompressionBombError as err:
-            raise ImageInputError(f"{name}: {err} (a decompression bomb?)") from None
+            raise ImageInputError(
+                f"{name}: {err}; raise PIL.Image.MAX_IMAGE_PIXELS to allow it"
+            ) from None
         except OSError as err:
             raise ImageInputError(f"{name}: cannot read image file ({err})") from None
     w, h = image.size
