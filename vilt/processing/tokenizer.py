@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 from tokenizers import Tokenizer as RustTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from .files import read_json, resolve_directory, write_json
+from .wordpiece import PREFIX, count_words, learn_vocab
 
 __all__ = ["SPECIAL_TOKENS", "BatchEncoding", "Tokenizer", "train_tokenizer"]
 
@@ -359,34 +360,31 @@ def train_tokenizer(
 ) -> Tokenizer:
     """Train a BERT-style WordPiece vocabulary on ``texts`` (offline, seconds).
 
-    [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4; words seen fewer than ``min_frequency`` times
-    are not merged into tokens of their own. The vocabulary may come out smaller than
-    ``vocab_size`` when the texts hold fewer distinct pieces. Save it with the model
-    (``save_pretrained``)."""
+    [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4, then every character, then merged pieces;
+    pairs seen fewer than ``min_frequency`` times are not merged. Deterministic: the same
+    texts give the same ids on every run and every process. The vocabulary comes out
+    smaller than ``vocab_size`` when the texts hold fewer distinct pieces. Save it with the
+    model (``save_pretrained``)."""
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens")
     if isinstance(texts, str):
         raise TypeError("texts must be an iterable of strings, not one string")
-    seen = 0
-
-    def checked() -> Iterable[str]:
-        nonlocal seen
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"text {i} is {type(text).__name__}, not a string")
-            seen += 1
-            yield text
-
-    backend = RustTokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
-    _bert_text_rules(backend, lowercase=lowercase)
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS.values()),
-        continuing_subword_prefix="##",
-    )
-    backend.train_from_iterator(checked(), trainer=trainer)
-    if seen == 0:
+    rules = RustTokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
+    _bert_text_rules(rules, lowercase=lowercase)
+    counts, n_texts = count_words(texts, rules.normalizer, rules.pre_tokenizer)
+    if n_texts == 0:
         raise ValueError("train_tokenizer got no texts")
+    vocab = learn_vocab(
+        counts,
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        min_frequency=min_frequency,
+    )
+    backend = RustTokenizer(
+        models.WordPiece(
+            vocab, unk_token=SPECIAL_TOKENS["unk_token"], continuing_subword_prefix=PREFIX
+        )
+    )
+    _bert_text_rules(backend, lowercase=lowercase)
     _bert_specials(backend)
     return Tokenizer(backend, lowercase=lowercase, model_max_length=model_max_length)
