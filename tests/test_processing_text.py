@@ -167,6 +167,14 @@ def test_errors(vocab_file, tmp_path):
     bad.write_text("hello\nworld\n")
     with pytest.raises(ValueError, match=r"vocab\.txt: the vocabulary lacks the special tokens"):
         Tokenizer.from_vocab(bad)
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers.models import WordPiece
+
+    RustTokenizer(WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]")).save(
+        str(tmp_path / "tokenizer.json")
+    )
+    with pytest.raises(ValueError, match=r"tokenizer\.json: the vocabulary has no pad_token"):
+        Tokenizer.from_pretrained(tmp_path)
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"tokenizer\.json: not a tokenizers file"):
         Tokenizer.from_pretrained(tmp_path)

@@ -22,7 +22,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .files import PREPROCESSOR_CONFIG, read_image_processor_dict, resolve_directory, write_json
+from .files import (
+    PREPROCESSOR_CONFIG,
+    read_image_processor_dict,
+    read_json,
+    resolve_directory,
+    write_json,
+)
 from .images import describe_input, load_file_image, open_image, oriented_size, to_8bit
 
 __all__ = ["RESAMPLE", "BaseImageProcessor"]
@@ -184,7 +190,8 @@ class BaseImageProcessor:
         """A batch: ``pixel_values`` (B, 3, H, W) float32 and, for padding processors,
         ``pixel_mask`` (B, H, W) long (1 = image, 0 = padding). ``images`` is one image or a
         list (path, PIL image, numpy array or tensor each); a list of equal-length lists (e.g.
-        NLVR2 pairs) gives (B, n, 3, H, W) and (B, n, H, W)."""
+        NLVR2 pairs) gives (B, n, 3, H, W) and (B, n, H, W). ``return_tensors="np"`` gives
+        numpy arrays instead of torch tensors (None: torch, as "pt")."""
         if return_tensors not in ("pt", "np", None):
             raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
         flat, per_item = _flatten(images)
@@ -254,8 +261,6 @@ class BaseImageProcessor:
         name. ``overrides`` replace settings (e.g. ``num_threads=1``)."""
         path = resolve_directory(path_or_name)
         if path.is_file():
-            from .files import read_json
-
             data, source = read_json(path), path
         else:
             found = read_image_processor_dict(path)

@@ -275,7 +275,12 @@ class Tokenizer:
                 backend = RustTokenizer.from_file(os.fspath(json_file))
             except Exception as err:
                 raise ValueError(f"{json_file}: not a tokenizers file ({err})") from None
-            return cls(backend, special_tokens=names, lowercase=lowercase, model_max_length=limit)
+            try:
+                return cls(
+                    backend, special_tokens=names, lowercase=lowercase, model_max_length=limit
+                )
+            except ValueError as err:
+                raise ValueError(f"{json_file}: {err}") from None
         if vocab_file.is_file():
             return cls.from_vocab(vocab_file, lowercase=lowercase, model_max_length=limit)
         raise FileNotFoundError(f"{directory}: no tokenizer.json or vocab.txt in this directory")
