@@ -1,0 +1,67 @@
+"""Training: one accelerate loop for every vilt task, with exact resumption.
+
+    from vilt.training import Trainer, TrainingConfig, set_seed
+
+    config = TrainingConfig(output_dir="runs/vqa", epochs=10, batch_size=32, lr=1e-4,
+                            save_every=500, resume=True)
+    set_seed(config.seed)  # before building the model, so its initialisation repeats
+    model = vilt.ViltForQuestionAnswering(vilt.ViltConfig.from_preset("vilt-small"))
+    trainer = Trainer(model, config, train_dataset=train, eval_dataset=test,
+                      collate_fn=VQACollator(processor))
+    results = trainer.train()
+
+Batches are dicts. The model is called as ``model(**inputs)`` and must return an output
+with ``.loss``. Values that are not model inputs go under ``batch["meta"]`` (a dict) or
+under keys starting with ``meta_``: they are removed before the forward and handed to the
+metrics (``meta_answers`` as ``meta["answers"]``). A collator may return None for a batch
+whose items were all skipped; the loops skip it.
+
+``output_dir`` receives ``metrics.csv`` (per logged step), ``results.json`` (at the end),
+the trained model (``save_pretrained``) and ``checkpoints/step_N/`` (the last ``keep_last``).
+SIGTERM saves a checkpoint at the next step boundary and exits with status 143; Ctrl-C
+saves one and raises KeyboardInterrupt. ``resume=True`` continues from the latest complete
+checkpoint and ends with the weights an uninterrupted run would have.
+"""
+
+from accelerate.utils import set_seed
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainingConfig
+from .evaluate import evaluate, split_batch
+from .metrics import (
+    Metric,
+    accuracy,
+    itm_accuracy,
+    metrics_for,
+    mlm_accuracy,
+    top_k_accuracy,
+    vqa_accuracy,
+)
+from .optim import build_optimizer, build_scheduler, lr_lambda, param_groups
+from .sampler import EpochSampler
+from .trainer import SIGTERM_EXIT_CODE, Trainer, TrainState
+
+__all__ = [
+    "SIGTERM_EXIT_CODE",
+    "EpochSampler",
+    "Metric",
+    "TrainState",
+    "Trainer",
+    "TrainingConfig",
+    "accuracy",
+    "build_optimizer",
+    "build_scheduler",
+    "evaluate",
+    "itm_accuracy",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "lr_lambda",
+    "metrics_for",
+    "mlm_accuracy",
+    "param_groups",
+    "save_checkpoint",
+    "set_seed",
+    "split_batch",
+    "top_k_accuracy",
+    "vqa_accuracy",
+]

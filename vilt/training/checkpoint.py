@@ -1,0 +1,287 @@
+"""Training checkpoints that survive any crash, and load without unpickling.
+
+Layout: ``<output_dir>/checkpoints/step_00000120/`` holding
+
+- ``model.safetensors``: the (unwrapped) model's state dict;
+- ``optimizer.pt``: the optimizer state dict (tensors and numbers only; read back with
+  ``torch.load(weights_only=True)``);
+- ``scheduler.json``, ``scaler.json`` (fp16 only): their state dicts;
+- ``rng_<rank>.json`` / ``rng_<rank>.safetensors``: each process's python, numpy, torch and
+  CUDA random states (accelerate's ``save_state`` pickles these; we do not);
+- ``trainer_state.json``, written last: the data position (epoch, batches consumed in that
+  epoch, global step, sampler seed) and the run's record. A directory without it is not a
+  checkpoint.
+
+A checkpoint is written into ``checkpoints/.tmp-step_...`` and renamed into place with one
+``os.replace`` of the directory, so a crash (even SIGKILL) while saving leaves the previous
+checkpoints intact and at most a temporary directory, which readers ignore and the next save
+removes. Only the last ``keep_last`` complete checkpoints are kept.
+
+Single-process and DDP runs (any ``MULTI_*`` accelerate mode) are supported; under FSDP or
+DeepSpeed the optimizer state is sharded and these functions refuse (see ``supported``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate.utils import DistributedType
+from safetensors.torch import load_file, save_file
+
+__all__ = [
+    "CHECKPOINT_PATTERN",
+    "capture_rng",
+    "complete_checkpoints",
+    "is_complete",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "read_state",
+    "restore_rng",
+    "save_checkpoint",
+    "supported",
+]
+
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
+STATE_NAME = "trainer_state.json"
+MODEL_NAME = "model.safetensors"
+OPTIMIZER_NAME = "optimizer.pt"
+SCHEDULER_NAME = "scheduler.json"
+SCALER_NAME = "scaler.json"
+FORMAT_VERSION = 1
+_TMP_PREFIX = ".tmp-"
+_OLD_PREFIX = ".old-"
+
+
+def supported(accelerator: Any) -> bool:
+    """Whether these checkpoints can hold this run's state (not FSDP/DeepSpeed/Megatron)."""
+    return accelerator.distributed_type not in (
+        DistributedType.FSDP,
+        DistributedType.DEEPSPEED,
+        DistributedType.MEGATRON_LM,
+    )
+
+
+# -- random states ------------------------------------------------------------------------------
+def capture_rng() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """This process's random states: JSON-able python/numpy states and torch/CUDA tensors."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    data = {
+        "python": {"version": version, "state": list(mt), "gauss_next": gauss},
+        "numpy": {
+            "name": name,
+            "keys": keys.tolist(),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+    }
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda_{i}"] = state
+    return data, tensors
+
+
+def restore_rng(data: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """Set the random states that :func:`capture_rng` returned."""
+    py = data["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
+    npy = data["numpy"]
+    keys = np.asarray(npy["keys"], dtype=np.uint32)
+    np.random.set_state((npy["name"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(tensors, key=_cuda_index) if k.startswith("cuda_")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+
+
+def _cuda_index(key: str) -> int:
+    return int(key.split("_")[1]) if key.startswith("cuda_") else -1
+
+
+# -- finding checkpoints ------------------------------------------------------------------------
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a finished checkpoint (its state file and every file it lists)."""
+    path = Path(path)
+    state_file = path / STATE_NAME
+    if not (CHECKPOINT_PATTERN.match(path.name) and state_file.is_file()):
+        return False
+    try:
+        state = json.loads(state_file.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return all((path / name).is_file() for name in state.get("files", [MODEL_NAME]))
+
+
+def complete_checkpoints(root: str | os.PathLike) -> list[Path]:
+    """The complete checkpoints under ``root``, oldest (lowest step) first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and is_complete(p)]
+    return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
+
+
+def latest_checkpoint(root: str | os.PathLike) -> Path | None:
+    """The complete checkpoint with the highest step under ``root`` (temporary and
+    half-written directories are ignored), or None."""
+    found = complete_checkpoints(root)
+    return found[-1] if found else None
+
+
+# -- saving -------------------------------------------------------------------------------------
+def save_checkpoint(
+    accelerator: Any,
+    root: str | os.PathLike,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict[str, Any],
+    keep_last: int | None = None,
+) -> Path:
+    """Write a checkpoint of the current step (``state["global_step"]``) under ``root``,
+    atomically, then keep only the last ``keep_last``. Every process must call this."""
+    if not supported(accelerator):
+        raise NotImplementedError(
+            f"vilt checkpoints hold single-process and DDP runs, not {accelerator.distributed_type}"
+        )
+    root = Path(root)
+    name = f"step_{int(state['global_step']):08d}"
+    final, tmp = root / name, root / f"{_TMP_PREFIX}{name}"
+    main = accelerator.is_main_process
+    if main:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(_TMP_PREFIX + "*"):  # left by a crash during an earlier save
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
+    accelerator.wait_for_everyone()
+
+    rank = accelerator.process_index
+    rng_data, rng_tensors = capture_rng()
+    _write_json(tmp / f"rng_{rank}.json", rng_data)
+    save_file(rng_tensors, str(tmp / f"rng_{rank}.safetensors"))
+    model_state = accelerator.get_state_dict(model)
+    if main:
+        save_file(_unshare(model_state), str(tmp / MODEL_NAME), metadata={"format": "pt"})
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_NAME)
+        _write_json(tmp / SCHEDULER_NAME, scheduler.state_dict())
+        if accelerator.scaler is not None:
+            _write_json(tmp / SCALER_NAME, accelerator.scaler.state_dict())
+    accelerator.wait_for_everyone()
+
+    if main:
+        files = sorted(p.name for p in tmp.iterdir())
+        record = {"format": FORMAT_VERSION, **state, "files": files}
+        _write_json(tmp / STATE_NAME, record)  # last: its presence marks a complete checkpoint
+        _fsync_dir(tmp)
+        old = None
+        if final.exists():  # the same step saved again (e.g. at the end right after a resume)
+            old = root / f"{_OLD_PREFIX}{name}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        if keep_last:
+            for stale in complete_checkpoints(root)[:-keep_last]:
+                shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU copies safetensors accepts: contiguous, no two names on one storage."""
+    out, seen = {}, set()
+    for key, value in state.items():
+        value = value.detach().cpu().contiguous()
+        ptr = (value.untyped_storage().data_ptr(), value.storage_offset())
+        out[key] = value.clone() if ptr in seen else value
+        seen.add(ptr)
+    return out
+
+
+def _write_json(path: Path, data: Any) -> None:
+    try:
+        text = json.dumps(data, indent=1, sort_keys=True, allow_nan=True)
+    except TypeError as err:
+        raise TypeError(f"{path.name}: state is not JSON-serialisable ({err})") from err
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- loading ------------------------------------------------------------------------------------
+def load_checkpoint(
+    accelerator: Any,
+    path: str | os.PathLike,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    restore_random: bool = True,
+) -> dict[str, Any]:
+    """Load a checkpoint into the (prepared) model, optimizer, scheduler and scaler, set this
+    process's random states, and return its trainer state (the data position)."""
+    path = Path(path)
+    if not is_complete(path):
+        raise FileNotFoundError(
+            f"{path}: not a complete checkpoint (no {STATE_NAME} or files missing)"
+        )
+    if not supported(accelerator):
+        raise NotImplementedError(
+            f"vilt checkpoints hold single-process and DDP runs, not {accelerator.distributed_type}"
+        )
+    state = read_state(path)
+    weights = load_file(str(path / MODEL_NAME), device="cpu")
+    accelerator.unwrap_model(model).load_state_dict(weights)
+    if optimizer is not None:
+        opt_state = torch.load(path / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(opt_state)
+    if scheduler is not None:
+        scheduler.load_state_dict(_read_json(path / SCHEDULER_NAME))
+    if accelerator.scaler is not None and (path / SCALER_NAME).is_file():
+        accelerator.scaler.load_state_dict(_read_json(path / SCALER_NAME))
+    rank = accelerator.process_index
+    rng_json, rng_file = path / f"rng_{rank}.json", path / f"rng_{rank}.safetensors"
+    if restore_random and rng_json.is_file() and rng_file.is_file():
+        restore_rng(_read_json(rng_json), load_file(str(rng_file)))
+    elif restore_random:
+        state["rng_restored"] = False  # saved with fewer processes: the caller reseeds
+    return state
+
+
+def read_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The trainer state (data position, counters, config) a checkpoint records."""
+    return _read_json(Path(path) / STATE_NAME)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err

@@ -1,0 +1,165 @@
+"""TrainingConfig: every option of a training run, in one dataclass that round-trips to JSON
+(results.json and each checkpoint record it) and to command-line flags (the recipes)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrainingConfig"]
+
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("no", "fp16", "bf16")
+NONFINITE = ("raise", "skip")
+
+
+@dataclass
+class TrainingConfig:
+    """Options of :class:`vilt.training.Trainer`. Steps are optimizer steps (one per
+    ``grad_accum_steps`` batches); ``batch_size`` is per process."""
+
+    output_dir: str = "runs/vilt"
+    epochs: int = 1
+    max_steps: int | None = None  # when set, overrides epochs (the run may end mid-epoch)
+    batch_size: int = 32
+    eval_batch_size: int | None = None  # default: batch_size
+    lr: float = 1e-4
+    head_lr_multiplier: float = 10.0  # for the params named by model.head_prefixes
+    weight_decay: float = 0.01
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    warmup: float = 0.1  # < 1: a fraction of the total steps; >= 1: a number of steps
+    schedule: str = "cosine"  # cosine | linear | constant (after the warmup)
+    min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
+    grad_accum_steps: int = 1
+    max_grad_norm: float | None = 1.0  # None or 0: no clipping
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int | None = None  # None: evaluate at the end only
+    save_every: int | None = None  # None: a checkpoint at the end only
+    keep_last: int = 2
+    num_workers: int = 0
+    shuffle: bool = True
+    drop_last: bool = False
+    resume: bool | str = False  # True: latest checkpoint in output_dir (if any); or a path
+    compile: bool = False  # torch.compile through accelerate's dynamo backend
+    fused: bool | None = None  # AdamW implementation: None picks fused on CUDA, foreach else
+    on_nonfinite: str = "raise"  # raise | skip (the batch) when the loss is NaN or inf
+    save_model: bool = True  # save_pretrained(output_dir) at the end
+    tensorboard: bool = True  # through accelerate's trackers, when tensorboard is installed
+    extra: dict[str, Any] = field(default_factory=dict)  # recipe options, recorded as is
+
+    def __post_init__(self) -> None:
+        self.output_dir = str(self.output_dir)
+        self.adam_betas = tuple(float(b) for b in self.adam_betas)  # type: ignore[assignment]
+        _check(self.epochs >= 1, "epochs", self.epochs, "must be >= 1")
+        _check(self.max_steps is None or self.max_steps >= 0, "max_steps", self.max_steps)
+        for name in ("batch_size", "grad_accum_steps", "log_every", "keep_last"):
+            _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        for name in ("eval_batch_size", "eval_every", "save_every"):
+            value = getattr(self, name)
+            _check(value is None or value >= 1, name, value, "must be None or >= 1")
+        _check(self.lr > 0, "lr", self.lr, "must be > 0")
+        _check(self.head_lr_multiplier > 0, "head_lr_multiplier", self.head_lr_multiplier)
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay)
+        _check(self.warmup >= 0, "warmup", self.warmup, "must be a fraction < 1 or a step count")
+        _check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio)
+        _check(self.num_workers >= 0, "num_workers", self.num_workers)
+        _check(self.schedule in SCHEDULES, "schedule", self.schedule, f"one of {SCHEDULES}")
+        _check(
+            self.mixed_precision in PRECISIONS,
+            "mixed_precision",
+            self.mixed_precision,
+            f"one of {PRECISIONS}",
+        )
+        _check(self.on_nonfinite in NONFINITE, "on_nonfinite", self.on_nonfinite, str(NONFINITE))
+        if self.max_grad_norm == 0:
+            self.max_grad_norm = None
+
+    def warmup_steps(self, total_steps: int) -> int:
+        """The warmup in steps: a fraction of ``total_steps`` or a step count."""
+        if self.warmup < 1:
+            return int(self.warmup * total_steps)
+        return int(self.warmup)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.output_dir) / "checkpoints"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["adam_betas"] = list(self.adam_betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> TrainingConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"TrainingConfig: unknown fields {unknown}")
+        return cls(**{**data, **overrides})
+
+    def replace(self, **changes: Any) -> TrainingConfig:
+        return dataclasses.replace(self, **changes)
+
+    # -- command line -------------------------------------------------------------------------
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser, **defaults: Any) -> None:
+        """Add ``--output-dir``, ``--lr``, ... (one flag per field but ``extra``); ``defaults``
+        replace the dataclass defaults (a recipe's own choices)."""
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            default = defaults.get(f.name, _default(f))
+            flag = "--" + f.name.replace("_", "-")
+            kind = hints[f.name]
+            if f.name == "resume":
+                parser.add_argument(
+                    flag,
+                    nargs="?",
+                    const=True,
+                    default=default,
+                    help="resume from the latest checkpoint, or from the one given",
+                )
+            elif kind is bool:
+                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            elif f.name == "adam_betas":
+                parser.add_argument(flag, type=float, nargs=2, default=default)
+            else:
+                parser.add_argument(flag, type=_scalar(kind), default=default)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **extra: Any) -> TrainingConfig:
+        """The config from parsed flags (see :meth:`add_arguments`); ``extra`` is recorded."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
+        return cls(**{n: getattr(args, n) for n in names if hasattr(args, n)}, extra=extra)
+
+
+def _check(ok: bool, name: str, value: Any, why: str = "out of range") -> None:
+    if not ok:
+        raise ValueError(f"TrainingConfig.{name}={value!r}: {why}")
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return f.default
+
+
+def _scalar(kind: Any) -> Any:
+    """The argparse type of an ``int``, ``float | None``... annotation."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+    base = args[0]
+
+    def parse(text: str) -> Any:
+        if text.lower() in ("none", "null", ""):
+            return None
+        return base(text)
+
+    return parse

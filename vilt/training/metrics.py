@@ -1,0 +1,157 @@
+"""Evaluation metrics as per-sample scores, so that distributed gathering stays exact.
+
+A metric is any callable ``metric(output, batch, meta) -> Tensor (B, 2)``: for each sample
+of the (local) batch, a value and a weight. The evaluation loop gathers these rows from all
+processes with ``accelerator.gather_for_metrics`` (which drops the samples repeated to even
+out the last batches) and reports ``sum(values) / sum(weights)``. Accuracy has weight 1 per
+sample; MLM accuracy counts masked tokens (value = correct tokens, weight = masked tokens).
+
+``output`` is the model's output, ``batch`` the model inputs (labels included) and ``meta``
+the values the collator put aside (``batch["meta"]`` and ``meta_*`` keys; a dict, possibly
+empty). Pass metrics to the Trainer as a dict name -> callable, or take
+:func:`metrics_for` a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+__all__ = [
+    "Metric",
+    "accuracy",
+    "itm_accuracy",
+    "metrics_for",
+    "mlm_accuracy",
+    "top_k_accuracy",
+    "vqa_accuracy",
+]
+
+Metric = Callable[[Any, Mapping[str, Any], Mapping[str, Any]], torch.Tensor]
+
+
+def _rows(values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    values = values.detach().float()
+    weights = torch.ones_like(values) if weights is None else weights.detach().float()
+    return torch.stack([values, weights], dim=1)
+
+
+def _field(output: Any, *names: str) -> torch.Tensor:
+    for name in names:
+        value = getattr(output, name, None)
+        if value is not None:
+            return value
+    raise KeyError(f"model output has none of {names}")
+
+
+def _labels(batch: Mapping[str, Any], *names: str) -> torch.Tensor:
+    for name in names:
+        if batch.get(name) is not None:
+            return batch[name]
+    raise KeyError(f"batch has none of {names} (the metric needs labels)")
+
+
+def accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
+    """Top-1 accuracy of ``logits`` (B, C) against class-index ``labels`` (B,)."""
+    labels = _labels(batch, "labels")
+    return _rows(output.logits.argmax(-1) == labels)
+
+
+def top_k_accuracy(k: int = 5) -> Metric:
+    """Whether the label is among the ``k`` highest logits (all classes when C <= k)."""
+
+    def metric(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
+        logits, labels = output.logits, _labels(batch, "labels")
+        top = logits.topk(min(k, logits.shape[-1]), dim=-1).indices
+        return _rows((top == labels.unsqueeze(-1)).any(-1))
+
+    metric.__name__ = f"top{k}_accuracy"
+    return metric
+
+
+def itm_accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
+    """Image-text matching accuracy: ``itm_logits`` (pretraining) or ``logits`` (B, 2)
+    against ``itm_labels`` or ``labels`` (B,), 1 = match."""
+    logits = _field(output, "itm_logits", "logits")
+    return _rows(logits.argmax(-1) == _labels(batch, "itm_labels", "labels"))
+
+
+def mlm_accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
+    """Masked-token accuracy over the positions whose label is not -100; a sample weighs as
+    many masked tokens as it has."""
+    logits = _field(output, "mlm_logits", "logits")
+    labels = _labels(batch, "mlm_labels", "labels")
+    masked = labels != -100
+    correct = (logits.argmax(-1) == labels) & masked
+    return _rows(correct.sum(-1), masked.sum(-1))
+
+
+def vqa_accuracy(id2label: Mapping[int | str, str] | Sequence[str] | None = None) -> Metric:
+    """VQA accuracy of the argmax answer.
+
+    With ``id2label`` (or the answer list) and the human answers in ``meta["answers"]``: the
+    official VQA accuracy (``vilt.data.vqa_accuracy``: leave-one-out min(matches / 3, 1)).
+    Otherwise: the soft target of the predicted answer, ``labels[b, argmax]`` — ViLT's VQA
+    score, which equals the official accuracy for answers in the vocabulary."""
+    if id2label is None:
+        names = None
+    elif isinstance(id2label, Mapping):
+        names = {int(k): v for k, v in id2label.items()}
+    else:
+        names = dict(enumerate(id2label))
+
+    def metric(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
+        pred = output.logits.argmax(-1)
+        answers = meta.get("answers")
+        if names is not None and answers is not None:
+            from vilt.data import vqa_accuracy as official
+
+            pairs = list(zip(pred.tolist(), answers, strict=True))
+            scores = [official(names.get(int(p), ""), list(a)) if len(a) else 0.0 for p, a in pairs]
+            weights = [1.0 if len(a) else 0.0 for _, a in pairs]  # unanswered: not scored
+            return _rows(torch.tensor(scores), torch.tensor(weights)).to(pred.device)
+        labels = _labels(batch, "labels")
+        return _rows(labels.float().gather(1, pred.unsqueeze(1)).squeeze(1))
+
+    metric.__name__ = "vqa_accuracy"
+    return metric
+
+
+def metrics_for(model: Any) -> dict[str, Metric]:
+    """The task metrics of a vilt model, by class (an unknown class gets none; the evaluation
+    loop always reports the loss)."""
+    name = type(model).__name__
+    config = getattr(model, "config", None)
+    if name in ("ViTForImageClassification", "ViltForImagesAndTextClassification"):
+        out: dict[str, Metric] = {"accuracy": accuracy}
+        if getattr(config, "num_labels", 0) > 5:
+            out["top5_accuracy"] = top_k_accuracy(5)
+        return out
+    if name == "ViltForQuestionAnswering":
+        return {"vqa_accuracy": vqa_accuracy(getattr(config, "id2label", None))}
+    if name == "ViltForImageTextMatching":
+        return {"itm_accuracy": itm_accuracy}
+    if name == "ViltForMaskedLM":
+        return {"mlm_accuracy": mlm_accuracy}
+    if name == "ViltForPreTraining":
+        return {"itm_accuracy": itm_accuracy, "mlm_accuracy": mlm_accuracy}
+    return {}
+
+
+def loss_rows(output: Any, batch_size: int) -> dict[str, torch.Tensor]:
+    """The output's scalar losses (``loss``, ``itm_loss``, ...) as per-sample rows: each
+    sample carries its batch's mean, so the result is a sample-weighted mean."""
+    rows = {}
+    for name in ("loss", *sorted(k for k in _names(output) if k.endswith("_loss"))):
+        value = getattr(output, name, None)
+        if isinstance(value, torch.Tensor) and value.ndim == 0:
+            rows[name] = _rows(value.expand(batch_size))
+    return rows
+
+
+def _names(output: Any) -> list[str]:
+    if hasattr(output, "keys"):
+        return list(output.keys())
+    return [k for k in vars(output) if not k.startswith("_")]

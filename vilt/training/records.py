@@ -1,0 +1,90 @@
+"""What a run leaves behind besides checkpoints: ``metrics.csv`` (one row per logged step,
+flushed at each write) and ``results.json`` (written atomically at the end)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLog", "write_json_atomic"]
+
+
+class MetricsLog:
+    """``metrics.csv``: rows keyed by ``step``; columns are added as new names appear (the
+    file is then rewritten with the wider header, atomically).
+
+    ``resume_step``: keep the rows of steps up to it from an existing file and drop the rest
+    (steps that a resumed run will log again), so the file never holds a step twice. None
+    starts a new file."""
+
+    def __init__(self, path: str | os.PathLike, *, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.columns: list[str] = ["step"]
+        self.rows: list[dict[str, Any]] = []
+        if resume_step is not None and self.path.is_file():
+            with open(self.path, newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                self.columns = list(reader.fieldnames or ["step"])
+                for row in reader:
+                    try:
+                        step = int(float(row["step"]))
+                    except (KeyError, TypeError, ValueError):
+                        continue  # a line cut short by a crash
+                    if step <= resume_step:
+                        self.rows.append(row)
+        self._rewrite()
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        """Append one row (must hold ``step``)."""
+        if "step" not in row:
+            raise ValueError("a metrics row needs a 'step'")
+        row = {k: _cell(v) for k, v in row.items()}
+        self.rows.append(row)
+        new = [k for k in row if k not in self.columns]
+        if new:
+            self.columns.extend(new)
+            self._rewrite()
+            return
+        with open(self.path, "a", newline="", encoding="utf-8") as handle:
+            csv.DictWriter(handle, self.columns, restval="").writerow(row)
+            handle.flush()
+
+    def _rewrite(self) -> None:
+        def write(handle: Any) -> None:
+            writer = csv.DictWriter(handle, self.columns, restval="", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+        _atomic(self.path, write)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.6g}"
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    _atomic(Path(path), lambda handle: handle.write(text))
+
+
+def _atomic(path: Path, write: Callable[[Any], Any]) -> None:
+    """``write(handle)`` into a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,506 @@
+"""The training loop: one ``Trainer`` on accelerate for CPU, one GPU, DDP and mixed precision.
+
+    set_seed(config.seed)                       # before building the model: same init
+    model = vilt.ViltForQuestionAnswering.from_pretrained(...)
+    trainer = Trainer(model, config, train_dataset=train, eval_dataset=test,
+                      collate_fn=VQACollator(processor))
+    results = trainer.train()                   # also writes output_dir/results.json
+
+Batches follow :mod:`vilt.training.evaluate`'s conventions (inputs, ``meta``). Each
+optimizer step (``grad_accum_steps`` batches) is one step of ``max_steps``, the schedule,
+``log_every``, ``eval_every`` and ``save_every``. Resumption is exact when the run resumes
+with the same number of processes, batch size and accumulation: the sampler's order depends
+only on (seed, epoch), the batches already consumed in the epoch are skipped without being
+loaded, and the random states are restored. Randomness inside datasets or collators should
+come from their own generators seeded by (seed, epoch, index), as vilt.data's do; draws from
+the global random state in DataLoader workers are not replayed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import is_tensorboard_available, set_seed
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .config import TrainingConfig
+from .evaluate import batch_size_of, evaluate, split_batch
+from .interrupt import StopRequests
+from .metrics import Metric, metrics_for
+from .optim import build_optimizer, build_scheduler
+from .records import MetricsLog, write_json_atomic
+from .sampler import EpochSampler
+
+__all__ = ["TrainState", "Trainer"]
+
+logger = logging.getLogger("vilt.training")
+Callback = Callable[["Trainer", dict[str, Any]], None]
+SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a job ended by SIGTERM
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Where the run is: the data position and counters, saved in every checkpoint."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of ``epoch`` consumed by this process
+    global_step: int = 0
+    samples_seen: int = 0  # across processes
+    skipped_batches: int = 0  # non-finite losses skipped (on_nonfinite="skip")
+    elapsed_s: float = 0.0  # training wall time before this session
+
+
+class Trainer:
+    """Trains ``model`` (called as ``model(**inputs)``, returning an output with ``.loss``).
+
+    ``metrics``: name -> metric for :meth:`evaluate` (default: :func:`metrics_for` the model).
+    ``callbacks``: ``callback(trainer, record)`` after each optimizer step, where ``record``
+    holds step, epoch, loss, lr and the step's eval metrics if it evaluated.
+    ``accelerator``: an Accelerator to use instead of one built from the config (its
+    mixed precision and gradient accumulation then apply)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: TrainingConfig,
+        *,
+        train_dataset: Dataset,
+        eval_dataset: Dataset | None = None,
+        collate_fn: Callable | None = None,
+        eval_collate_fn: Callable | None = None,
+        metrics: Mapping[str, Metric] | None = None,
+        callbacks: Sequence[Callback] = (),
+        accelerator: Accelerator | None = None,
+    ) -> None:
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        use_tb = config.tensorboard and is_tensorboard_available()
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.grad_accum_steps,
+            log_with="tensorboard" if use_tb else None,
+            project_dir=str(self.output_dir),
+            dynamo_backend="inductor" if config.compile else "no",
+        )
+        self._trackers = use_tb and accelerator is None
+        set_seed(config.seed)
+        self.metrics = dict(metrics_for(model) if metrics is None else metrics)
+        self.callbacks = list(callbacks)
+        self.collate_fn = collate_fn
+        self.train_dataset = train_dataset
+        self._loader_gen = torch.Generator()
+        acc = self.accelerator
+        optimizer = build_optimizer(model, config, device=acc.device)
+        train_loader = self._loader(train_dataset, collate_fn, train=True)
+        eval_loader = None
+        if eval_dataset is not None:
+            eval_loader = self._loader(eval_dataset, eval_collate_fn or collate_fn, train=False)
+        self.model, self.optimizer, self.train_loader = acc.prepare(model, optimizer, train_loader)
+        self.eval_loader = acc.prepare(eval_loader) if eval_loader is not None else None
+        self.steps_per_epoch = self._steps_per_epoch()
+        if config.max_steps is None and self.steps_per_epoch is None:
+            raise ValueError("the training data has no length: set TrainingConfig.max_steps")
+        self.total_steps = (
+            config.max_steps
+            if config.max_steps is not None
+            else config.epochs * self.steps_per_epoch
+        )
+        # Not prepared: accelerate would step it once per process; ours counts optimizer steps.
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        self.scheduler = build_scheduler(inner, config, total_steps=self.total_steps)
+        self.state = TrainState()
+        self.stop = StopRequests()
+        self.resumed_from: Path | None = None
+        self._at_boundary = True
+        self._last_saved_step: int | None = None
+        self._last_eval: dict[str, float] = {}
+        self._eval_step: int | None = None
+        self._window = _Window()
+        self._session_start = time.perf_counter()
+
+    # -- setup ----------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, collate_fn: Callable | None, *, train: bool) -> DataLoader:
+        cfg = self.config
+        iterable = isinstance(dataset, IterableDataset)
+        sampler = None
+        if not iterable:
+            sampler = EpochSampler(len(dataset), seed=cfg.seed, shuffle=cfg.shuffle and train)
+        return DataLoader(
+            dataset,
+            batch_size=cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size),
+            sampler=sampler,
+            collate_fn=collate_fn,
+            num_workers=cfg.num_workers,
+            pin_memory=self.accelerator.device.type == "cuda",
+            drop_last=cfg.drop_last and train,
+            # its own generator: worker seeds never draw from the global random state
+            generator=self._loader_gen if train else torch.Generator().manual_seed(cfg.seed),
+        )
+
+    def _steps_per_epoch(self) -> int | None:
+        try:
+            batches = len(self.train_loader)
+        except TypeError:
+            return None
+        return max(math.ceil(batches / self.config.grad_accum_steps), 1)
+
+    def _set_epoch(self, epoch: int) -> None:
+        self._loader_gen.manual_seed(self.config.seed * 1_000_003 + epoch)
+        self.train_loader.set_epoch(epoch)
+        for obj in (self.train_dataset, self.collate_fn):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+
+    def _resume_path(self) -> Path | None:
+        resume = self.config.resume
+        if resume is False or resume is None or resume == "":
+            return None
+        if resume is True or str(resume).lower() in ("true", "latest"):
+            return ckpt.latest_checkpoint(self.config.checkpoint_dir)
+        path = Path(resume)
+        if not ckpt.is_complete(path):
+            raise FileNotFoundError(f"resume={resume!r}: not a complete checkpoint directory")
+        return path
+
+    def _resume(self, path: Path) -> None:
+        acc, cfg = self.accelerator, self.config
+        saved = ckpt.load_checkpoint(
+            acc, path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
+        )
+        fields = {f.name for f in dataclasses.fields(TrainState)}
+        self.state = TrainState(**{k: v for k, v in saved.items() if k in fields})
+        same = (saved.get("world_size"), saved.get("batch_size"), saved.get("grad_accum_steps"))
+        if same != (acc.num_processes, cfg.batch_size, cfg.grad_accum_steps):
+            logger.warning(
+                "%s was saved with (processes, batch size, accumulation) = %s, now %s: the data "
+                "position is approximate and resumption not exact",
+                path,
+                same,
+                (acc.num_processes, cfg.batch_size, cfg.grad_accum_steps),
+            )
+        if saved.get("rng_restored") is False:
+            set_seed(cfg.seed + self.state.global_step + acc.process_index)
+        if self.steps_per_epoch is not None and self.state.batch_in_epoch >= len(self.train_loader):
+            self.state.epoch, self.state.batch_in_epoch = self.state.epoch + 1, 0
+        self.resumed_from = path
+        self._last_saved_step = self.state.global_step
+
+    # -- the loop -------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        """Train to ``max_steps`` or ``epochs`` (resuming first if the config says so),
+        evaluate, save, and return what ``results.json`` holds.
+
+        SIGTERM: checkpoint at the next step boundary, then ``SystemExit(143)``. Ctrl-C (or a
+        KeyboardInterrupt from a callback): checkpoint at the boundary, then KeyboardInterrupt.
+        """
+        acc = self.accelerator
+        self._session_start = time.perf_counter()
+        resume = self._resume_path()
+        log = None
+        if acc.is_main_process:
+            resume_step = ckpt.read_state(resume)["global_step"] if resume else None
+            log = MetricsLog(self.output_dir / "metrics.csv", resume_step=resume_step)
+        if self._trackers:
+            acc.init_trackers("vilt", config=_hparams(self.config))
+        if resume is not None:
+            self._resume(resume)  # last: restores the random states the loop continues from
+        pbar = tqdm(
+            total=self.total_steps,
+            initial=self.state.global_step,
+            desc="train",
+            disable=not acc.is_local_main_process,
+            dynamic_ncols=True,
+        )
+        self.model.train()
+        with self.stop:
+            try:
+                self._loop(log, pbar)
+            except KeyboardInterrupt:
+                self._save_on_interrupt()
+                raise
+            finally:
+                pbar.close()
+            final_eval: dict[str, float] = {}
+            if self.eval_loader is not None:
+                if self._eval_step == self.state.global_step:
+                    final_eval = self._last_eval
+                else:
+                    final_eval = self.evaluate()
+                    self._log_row(log, {"step": self.state.global_step, **final_eval})
+            self._save()
+        return self._finish(final_eval)
+
+    def _done(self) -> bool:
+        return self.state.global_step >= self.total_steps
+
+    def _loop(self, log: MetricsLog | None, pbar: Any) -> None:
+        acc, st = self.accelerator, self.state
+        while not self._done():
+            self._set_epoch(st.epoch)
+            loader = self.train_loader
+            if st.batch_in_epoch:
+                loader = acc.skip_first_batches(self.train_loader, st.batch_in_epoch)
+            consumed = st.batch_in_epoch
+            for batch in loader:
+                consumed += 1
+                if batch is None:  # every item of the batch was skipped by the collator
+                    continue
+                self._at_boundary = False
+                stepped = self._micro_step(batch)
+                if not stepped:
+                    continue
+                st.global_step += 1
+                st.batch_in_epoch = consumed
+                st.samples_seen += self._window.step_samples * acc.num_processes
+                self._at_boundary = True
+                pbar.update(1)
+                self._after_step(log, pbar)
+                if self._done():
+                    return
+            st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+
+    def _micro_step(self, batch: Mapping[str, Any]) -> bool:
+        """Forward and backward of one batch; the optimizer steps at the end of each group of
+        ``grad_accum_steps`` batches (and at the end of an epoch). Returns whether it did."""
+        acc, cfg, model = self.accelerator, self.config, self.model
+        inputs, _ = split_batch(batch)
+        n = batch_size_of(inputs)
+        with acc.accumulate(model):
+            output = model(**inputs)
+            loss = getattr(output, "loss", None)
+            if loss is None:
+                raise ValueError(
+                    f"the model returned no loss: does the batch hold its labels? (keys: {sorted(inputs)})"
+                )
+            value = loss.detach().float().item()
+            if not math.isfinite(value):
+                where = f"step {self.state.global_step + 1} (epoch {self.state.epoch})"
+                if cfg.on_nonfinite == "raise":
+                    raise FloatingPointError(
+                        f"loss is {value} at {where}; set on_nonfinite='skip' to skip such batches"
+                    )
+                logger.warning("loss is %s at %s: batch skipped", value, where)
+                self.state.skipped_batches += 1
+                # a zero loss that reaches every parameter keeps DDP's gradient sync in step
+                loss = sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
+            else:
+                self._window.add(value, n, output)
+            acc.backward(loss)
+            grad_norm = None
+            if acc.sync_gradients and cfg.max_grad_norm:
+                grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.optimizer.step()
+            if acc.sync_gradients and not acc.optimizer_step_was_skipped:
+                self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        if acc.sync_gradients:
+            self._window.end_step(lr, grad_norm)
+        return acc.sync_gradients
+
+    def _after_step(self, log: MetricsLog | None, pbar: Any) -> None:
+        """At a step boundary: log, evaluate, callbacks, checkpoint, honour stop requests."""
+        acc, cfg, st = self.accelerator, self.config, self.state
+        step = st.global_step
+        row: dict[str, Any] = {"step": step}
+        if step % cfg.log_every == 0 or self._done():
+            row["epoch"] = round(self._epoch_progress(), 4)
+            row.update(self._window.flush(acc))
+            pbar.set_postfix(
+                loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.3g}", sps=f"{row['samples_per_s']:.1f}"
+            )
+        evaluated = {}
+        if self.eval_loader is not None and cfg.eval_every and step % cfg.eval_every == 0:
+            evaluated = self.evaluate()
+        self._log_row(log, {**row, **evaluated})
+        record = {"step": step, "epoch": self._epoch_progress(), **self._window.last, **evaluated}
+        for callback in self.callbacks:
+            callback(self, record)
+        if cfg.save_every and step % cfg.save_every == 0:
+            self._save()
+        stop = self.stop.requested
+        if acc.num_processes > 1:  # every process stops at the same step
+            flag = torch.tensor([stop or 0], device=acc.device)
+            stop = int(acc.reduce(flag, reduction="max").item()) or None
+        if stop:
+            self._save()
+            if stop == signal.SIGINT:
+                raise KeyboardInterrupt
+            acc.print(f"stopped by signal {stop} at step {step}; checkpoint saved")
+            raise SystemExit(SIGTERM_EXIT_CODE)
+
+    def _log_row(self, log: MetricsLog | None, row: dict[str, Any]) -> None:
+        if len(row) <= 1:
+            return
+        if log is not None:
+            log.log(row)
+        if self._trackers:
+            values = {k: v for k, v in row.items() if k != "step"}
+            self.accelerator.log(values, step=row["step"])
+
+    def _epoch_progress(self) -> float:
+        if not self.steps_per_epoch:
+            return float(self.state.epoch)
+        return self.state.epoch + self.state.batch_in_epoch / max(len(self.train_loader), 1)
+
+    def evaluate(self, dataset: Dataset | None = None) -> dict[str, float]:
+        """Metrics over ``dataset`` (default: the eval data set), as ``eval_<name>``."""
+        loader = self.eval_loader
+        if dataset is not None:
+            loader = self.accelerator.prepare(self._loader(dataset, self.collate_fn, train=False))
+        if loader is None:
+            raise ValueError("no eval_dataset given to the Trainer or to evaluate()")
+        out = evaluate(self.accelerator, self.model, loader, self.metrics)
+        if dataset is None:
+            self._last_eval, self._eval_step = out, self.state.global_step
+        return out
+
+    # -- checkpoints and the end ----------------------------------------------------------------
+    def _save(self) -> Path | None:
+        acc, cfg = self.accelerator, self.config
+        if self._last_saved_step == self.state.global_step or not ckpt.supported(acc):
+            return None
+        now = dataclasses.replace(
+            self.state, elapsed_s=self.state.elapsed_s + time.perf_counter() - self._session_start
+        )
+        record = {
+            **dataclasses.asdict(now),
+            "seed": cfg.seed,
+            "world_size": acc.num_processes,
+            "batch_size": cfg.batch_size,
+            "grad_accum_steps": cfg.grad_accum_steps,
+            "total_steps": self.total_steps,
+            "config": cfg.to_dict(),
+        }
+        path = ckpt.save_checkpoint(
+            acc,
+            cfg.checkpoint_dir,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            state=record,
+            keep_last=cfg.keep_last,
+        )
+        self._last_saved_step = self.state.global_step
+        return path
+
+    def _save_on_interrupt(self) -> None:
+        if self._at_boundary:
+            self._save()
+            self.accelerator.print(
+                f"interrupted at step {self.state.global_step}; checkpoint saved"
+            )
+        else:
+            logger.warning(
+                "interrupted inside step %d: no checkpoint of a half-done step; the last one is "
+                "step %s",
+                self.state.global_step + 1,
+                self._last_saved_step,
+            )
+
+    def _finish(self, final_eval: dict[str, float]) -> dict[str, Any]:
+        acc, cfg = self.accelerator, self.config
+        session = time.perf_counter() - self._session_start
+        unwrapped = acc.unwrap_model(self.model)
+        results = {
+            "metrics": {"train_loss": self._window.last_logged_loss, **final_eval},
+            "steps": self.state.global_step,
+            "epochs": round(self._epoch_progress(), 4),
+            "samples_seen": self.state.samples_seen,
+            "skipped_batches": self.state.skipped_batches,
+            "wall_time_s": round(self.state.elapsed_s + session, 3),
+            "session_time_s": round(session, 3),
+            "num_parameters": sum(p.numel() for p in unwrapped.parameters()),
+            "trainable_parameters": sum(
+                p.numel() for p in unwrapped.parameters() if p.requires_grad
+            ),
+            "world_size": acc.num_processes,
+            "mixed_precision": acc.mixed_precision,
+            "device": str(acc.device),
+            "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            "config": cfg.to_dict(),
+        }
+        if cfg.save_model and acc.is_main_process and hasattr(unwrapped, "save_pretrained"):
+            unwrapped.save_pretrained(self.output_dir)
+        if acc.is_main_process:
+            write_json_atomic(self.output_dir / "results.json", results)
+        if self._trackers:
+            acc.end_training()
+        acc.wait_for_everyone()
+        return results
+
+
+class _Window:
+    """Loss, samples and time since the last log row."""
+
+    def __init__(self) -> None:
+        self.loss_sum, self.batches, self.samples = 0.0, 0, 0
+        self.parts: dict[str, float] = {}
+        self.start = time.perf_counter()
+        self.lr, self.grad_norm = 0.0, None
+        self.step_losses: list[float] = []
+        self.step_samples = 0
+        self._pending_samples = 0
+        self.last: dict[str, Any] = {}
+        self.last_logged_loss: float | None = None
+
+    def add(self, loss: float, samples: int, output: Any) -> None:
+        self.loss_sum += loss
+        self.batches += 1
+        self.samples += samples
+        self._pending_samples += samples
+        self.step_losses.append(loss)
+        for name in getattr(output, "keys", list)():
+            value = getattr(output, name, None)
+            if name.endswith("_loss") and isinstance(value, torch.Tensor) and value.ndim == 0:
+                self.parts[name] = self.parts.get(name, 0.0) + value.detach().float().item()
+
+    def end_step(self, lr: float, grad_norm: torch.Tensor | None) -> None:
+        self.lr, self.grad_norm = lr, grad_norm
+        losses, self.step_losses = self.step_losses, []
+        self.step_samples, self._pending_samples = self._pending_samples, 0
+        self.last = {"loss": sum(losses) / len(losses) if losses else float("nan"), "lr": lr}
+
+    def flush(self, accelerator: Any) -> dict[str, Any]:
+        """The window's means across processes; resets the window."""
+        names = sorted(self.parts)
+        local = [self.loss_sum, float(self.batches), float(self.samples)]
+        local += [self.parts[n] for n in names]
+        totals = torch.tensor(local, dtype=torch.float64, device=accelerator.device)
+        if accelerator.num_processes > 1:
+            totals = accelerator.reduce(totals, reduction="sum")
+        totals = totals.tolist()
+        batches = max(totals[1], 1.0)
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        row: dict[str, Any] = {"loss": totals[0] / batches, "lr": self.lr}
+        row.update({n: totals[3 + i] / batches for i, n in enumerate(names)})
+        if self.grad_norm is not None:
+            row["grad_norm"] = float(self.grad_norm)
+        row["samples_per_s"] = totals[2] / elapsed
+        self.last_logged_loss = row["loss"]
+        self.loss_sum, self.batches, self.samples, self.parts = 0.0, 0, 0, {}
+        self.start = time.perf_counter()
+        return row
+
+
+def _hparams(config: TrainingConfig) -> dict[str, Any]:
+    """The config as TensorBoard hparams accept: scalars and strings only."""
+    out = {}
+    for key, value in config.to_dict().items():
+        if isinstance(value, bool | int | float | str):
+            out[key] = value
+        elif value is not None:
+            out[key] = str(value)
+    return out
