@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -93,6 +94,7 @@ class Trainer:
             log_with="tensorboard" if use_tb else None,
             project_dir=str(self.output_dir),
             dynamo_backend="inductor" if config.compile else "no",
+            cpu=_launched_without_accelerator(),
         )
         self._trackers = use_tb and accelerator is None
         set_seed(config.seed)
@@ -493,6 +495,14 @@ class _Window:
         self.loss_sum, self.batches, self.samples, self.parts = 0.0, 0, 0, {}
         self.start = time.perf_counter()
         return row
+
+
+def _launched_without_accelerator() -> bool:
+    """Whether a multi-process launcher (torchrun) started us on a machine without GPUs:
+    accelerate then needs ``cpu=True`` to run DDP over gloo instead of one process each."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
+    return launched and not torch.cuda.is_available() and not xpu
 
 
 def _hparams(config: TrainingConfig) -> dict[str, Any]:
