@@ -185,19 +185,20 @@ def test_checkpoint_files_load_without_pickle(tmp_path):
 
 
 # -- resumption -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("accum", [1, 3])
-def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path, accum):
+@pytest.mark.parametrize(("accum", "workers"), [(1, 0), (3, 0), (1, 2)])
+def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path, accum, workers):
     # 64 samples / batch 8 = 8 batches an epoch; with accumulation 3 an epoch ends on a
     # partial group, and step 4 falls in the middle of the second epoch
-    reference = make_trainer(tmp_path / "ref", epochs=3, grad_accum_steps=accum)
+    options = {"epochs": 3, "grad_accum_steps": accum, "num_workers": workers}
+    reference = make_trainer(tmp_path / "ref", **options)
     reference.train()
     run = tmp_path / "run"
-    interrupted = make_trainer(run, epochs=3, grad_accum_steps=accum, callbacks=[interrupt_at(4)])
+    interrupted = make_trainer(run, **options, callbacks=[interrupt_at(4)])
     with pytest.raises(KeyboardInterrupt):
         interrupted.train()
     state = read_state(latest_checkpoint(run / "checkpoints"))
     assert state["global_step"] == 4 and 0 < state["batch_in_epoch"] < 8
-    resumed = make_trainer(run, epochs=3, grad_accum_steps=accum, resume=True)
+    resumed = make_trainer(run, **options, resume=True)
     results = resumed.train()
     assert results["resumed_from"].endswith("step_00000004")
     assert max_diff(weights(reference), weights(resumed)) < 1e-6
@@ -322,6 +323,9 @@ def test_metrics_log_resume_drops_later_steps_and_widens_header(tmp_path):
     assert [r["step"] for r in rows] == ["1", "2", "3"]
     assert rows[0]["eval_accuracy"] == "" and rows[2]["eval_accuracy"] == "0.9"
     assert float(rows[2]["loss"]) == 0.5
+    log.log({"step": 3, "eval_loss": 0.25})  # the same step again: merged into its row
+    rows = read_rows(path)
+    assert len(rows) == 3 and rows[2]["eval_loss"] == "0.25" and rows[2]["loss"] == "0.5"
 
 
 def test_config_checks_name_the_field_and_round_trip_flags():

@@ -15,8 +15,9 @@ __all__ = ["MetricsLog", "write_json_atomic"]
 
 
 class MetricsLog:
-    """``metrics.csv``: rows keyed by ``step``; columns are added as new names appear (the
-    file is then rewritten with the wider header, atomically).
+    """``metrics.csv``: one row per ``step`` (a second row for the same step is merged into
+    the first); columns are added as new names appear (the file is then rewritten with the
+    wider header, atomically).
 
     ``resume_step``: keep the rows of steps up to it from an existing file and drop the rest
     (steps that a resumed run will log again), so the file never holds a step twice. None
@@ -44,10 +45,14 @@ class MetricsLog:
         if "step" not in row:
             raise ValueError("a metrics row needs a 'step'")
         row = {k: _cell(v) for k, v in row.items()}
-        self.rows.append(row)
         new = [k for k in row if k not in self.columns]
+        self.columns.extend(new)
+        if self.rows and str(self.rows[-1]["step"]) == str(row["step"]):
+            self.rows[-1] = {**self.rows[-1], **row}  # one row per step
+            self._rewrite()
+            return
+        self.rows.append(row)
         if new:
-            self.columns.extend(new)
             self._rewrite()
             return
         with open(self.path, "a", newline="", encoding="utf-8") as handle:

@@ -324,7 +324,8 @@ class Trainer:
                 loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.3g}", sps=f"{row['samples_per_s']:.1f}"
             )
         evaluated = {}
-        if self.eval_loader is not None and cfg.eval_every and step % cfg.eval_every == 0:
+        periodic = cfg.eval_every and step % cfg.eval_every == 0
+        if self.eval_loader is not None and (periodic or self._done()):
             evaluated = self.evaluate()
         self._log_row(log, {**row, **evaluated})
         record = {"step": step, "epoch": self._epoch_progress(), **self._window.last, **evaluated}
