@@ -17,7 +17,14 @@ import torch
 from safetensors.torch import load_file
 
 import vilt
-from vilt.training import Trainer, TrainingConfig, latest_checkpoint, lr_lambda, param_groups
+from vilt.training import (
+    Trainer,
+    TrainingConfig,
+    build_optimizer,
+    latest_checkpoint,
+    lr_lambda,
+    param_groups,
+)
 from vilt.training.checkpoint import is_complete, read_state
 from vilt.training.records import MetricsLog
 
@@ -45,9 +52,13 @@ def tiny_model(dropout: float = 0.1) -> vilt.ViTForImageClassification:
     return vilt.ViTForImageClassification(config)
 
 
-def make_trainer(out: Path, *, dropout: float = 0.1, callbacks=(), eval_n=None, **options):
+def config_for(out: Path, **options) -> TrainingConfig:
     defaults = dict(epochs=2, batch_size=8, lr=1e-3, log_every=1, tensorboard=False)
-    config = TrainingConfig(output_dir=str(out), **{**defaults, **options})
+    return TrainingConfig(output_dir=str(out), **{**defaults, **options})
+
+
+def make_trainer(out: Path, *, dropout: float = 0.1, callbacks=(), eval_n=None, **options):
+    config = config_for(out, **options)
     eval_data = ToyImages(eval_n, seed=1) if eval_n else None
     return Trainer(
         tiny_model(dropout),
@@ -362,3 +373,48 @@ def test_config_checks_name_the_field_and_round_trip_flags():
     assert TrainingConfig.from_dict(config.to_dict()) == config
     assert parser.parse_args(["--resume", "runs/a/checkpoints/step_00000010"]).resume.endswith("10")
     assert math.isclose(parser.parse_args([]).lr, 3e-4)
+
+
+def test_ctrl_c_saves_at_the_step_boundary_then_raises(tmp_path):
+    def press_ctrl_c(trainer, record):
+        if record["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler only flags the request
+
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(tmp_path, epochs=2, callbacks=[press_ctrl_c]).train()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert read_state(latest_checkpoint(tmp_path / "checkpoints"))["global_step"] == 3
+
+
+class ToyStream(torch.utils.data.IterableDataset):
+    """ToyImages as a stream (no length), in the same order every epoch."""
+
+    def __iter__(self):
+        data = ToyImages()
+        return (data[i] for i in range(len(data)))
+
+
+def test_iterable_data_needs_max_steps_and_resumes_exactly(tmp_path):
+    with pytest.raises(ValueError, match="max_steps"):
+        Trainer(tiny_model(), config_for(tmp_path / "x"), train_dataset=ToyStream())
+
+    def run(out, callbacks=(), **options):
+        config = config_for(out, max_steps=12, **options)
+        return Trainer(tiny_model(), config, train_dataset=ToyStream(), callbacks=callbacks)
+
+    reference = run(tmp_path / "ref")
+    reference.train()
+    with pytest.raises(KeyboardInterrupt):  # at epoch 1, batch 2: the stream skips 2 batches
+        run(tmp_path / "run", callbacks=[interrupt_at(10)]).train()
+    resumed = run(tmp_path / "run", resume=True)
+    resumed.train()
+    assert resumed.state.global_step == 12 and resumed.state.epoch == 1
+    assert max_diff(weights(reference), weights(resumed)) < 1e-6
+
+
+def test_fused_adamw_on_request():
+    model = tiny_model()
+    fused = build_optimizer(model, TrainingConfig(fused=True))
+    assert fused.defaults["fused"] is True
+    default = build_optimizer(model, TrainingConfig())
+    assert default.defaults["foreach"] is True and not default.defaults.get("fused")

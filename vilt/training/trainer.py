@@ -19,12 +19,13 @@ the global random state in DataLoader workers are not replayed.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ __all__ = ["TrainState", "Trainer"]
 
 logger = logging.getLogger("vilt.training")
 Callback = Callable[["Trainer", dict[str, Any]], None]
+_END = object()
 SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a job ended by SIGTERM
 
 
@@ -251,11 +253,11 @@ class Trainer:
         acc, st = self.accelerator, self.state
         while not self._done():
             self._set_epoch(st.epoch)
-            loader = self.train_loader
+            batches: Iterator[Any] = iter(self.train_loader)
             if st.batch_in_epoch:
-                loader = acc.skip_first_batches(self.train_loader, st.batch_in_epoch)
+                batches = self._resume_epoch(st.batch_in_epoch)
             consumed = st.batch_in_epoch
-            for batch in loader:
+            for batch in batches:
                 consumed += 1
                 if batch is None:  # every item of the batch was skipped by the collator
                     continue
@@ -272,6 +274,20 @@ class Trainer:
                 if self._done():
                     return
             st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+
+    def _resume_epoch(self, skip: int) -> Iterator[Any]:
+        """The batches of the current epoch after the first ``skip``, without loading those
+        (map-style data) or with (streams).
+
+        Starting an iterator may draw from the global random state (accelerate's batch
+        dispatcher for streams does): in the uninterrupted run that draw came before the
+        checkpoint, so it is undone here to continue from the saved state exactly."""
+        loader = self.accelerator.skip_first_batches(self.train_loader, skip)
+        saved = ckpt.capture_rng()
+        batches = iter(loader)
+        first = next(batches, _END)
+        ckpt.restore_rng(*saved)
+        return batches if first is _END else itertools.chain([first], batches)
 
     def _micro_step(self, batch: Mapping[str, Any]) -> bool:
         """Forward and backward of one batch; the optimizer steps at the end of each group of
