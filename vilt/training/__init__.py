@@ -28,6 +28,7 @@ from accelerate.utils import set_seed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainingConfig
 from .evaluate import evaluate, split_batch
+from .loaders import EpochSampler, make_loader
 from .metrics import (
     Metric,
     accuracy,
@@ -38,8 +39,8 @@ from .metrics import (
     vqa_accuracy,
 )
 from .optim import build_optimizer, build_scheduler, lr_lambda, param_groups
-from .sampler import EpochSampler
-from .trainer import SIGTERM_EXIT_CODE, Trainer, TrainState
+from .state import TrainState
+from .trainer import SIGTERM_EXIT_CODE, Trainer
 
 __all__ = [
     "SIGTERM_EXIT_CODE",
@@ -56,6 +57,7 @@ __all__ = [
     "latest_checkpoint",
     "load_checkpoint",
     "lr_lambda",
+    "make_loader",
     "metrics_for",
     "mlm_accuracy",
     "param_groups",

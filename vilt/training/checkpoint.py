@@ -44,6 +44,7 @@ __all__ = [
     "latest_checkpoint",
     "load_checkpoint",
     "read_state",
+    "resolve_resume",
     "restore_rng",
     "save_checkpoint",
     "supported",
@@ -136,6 +137,20 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
     half-written directories are ignored), or None."""
     found = complete_checkpoints(root)
     return found[-1] if found else None
+
+
+def resolve_resume(resume: bool | str | None, root: str | os.PathLike) -> Path | None:
+    """The checkpoint a ``resume`` option names: None for False; the latest complete one
+    under ``root`` for True or "latest" (None when there is none yet); else that path, which
+    must be a complete checkpoint."""
+    if resume is None or resume is False or resume == "":
+        return None
+    if resume is True or str(resume).lower() in ("true", "latest"):
+        return latest_checkpoint(root)
+    path = Path(resume)
+    if not is_complete(path):
+        raise FileNotFoundError(f"resume={resume!r}: not a complete checkpoint directory")
+    return path
 
 
 # -- saving -------------------------------------------------------------------------------------

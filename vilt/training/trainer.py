@@ -6,9 +6,8 @@
                       collate_fn=VQACollator(processor))
     results = trainer.train()                   # also writes output_dir/results.json
 
-Batches follow :mod:`vilt.training.evaluate`'s conventions (inputs, ``meta``). Each
-optimizer step (``grad_accum_steps`` batches) is one step of ``max_steps``, the schedule,
-``log_every``, ``eval_every`` and ``save_every``. Resumption is exact when the run resumes
+Each optimizer step (``grad_accum_steps`` batches) is one step of ``max_steps``, the
+schedule, ``log_every``, ``eval_every`` and ``save_every``. Resumption is exact when the run resumes
 with the same number of processes, batch size and accumulation: the sampler's order depends
 only on (seed, epoch), the batches already consumed in the epoch are skipped without being
 loaded, and the random states are restored. Randomness inside datasets or collators should
@@ -18,11 +17,9 @@ the global random state in DataLoader workers are not replayed.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import math
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,37 +28,28 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import is_tensorboard_available, set_seed
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from .accel import build_accelerator, tracker_config, uses_tensorboard
 from .config import TrainingConfig
 from .evaluate import batch_size_of, evaluate, split_batch
 from .interrupt import StopRequests
+from .loaders import make_loader
 from .metrics import Metric, metrics_for
 from .optim import build_optimizer, build_scheduler
+from .progress import StepWindow
 from .records import MetricsLog, write_json_atomic
-from .sampler import EpochSampler
+from .state import TrainState
 
-__all__ = ["TrainState", "Trainer"]
+__all__ = ["SIGTERM_EXIT_CODE", "Trainer"]
 
 logger = logging.getLogger("vilt.training")
 Callback = Callable[["Trainer", dict[str, Any]], None]
 _END = object()
 SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a job ended by SIGTERM
-
-
-@dataclasses.dataclass
-class TrainState:
-    """Where the run is: the data position and counters, saved in every checkpoint."""
-
-    epoch: int = 0
-    batch_in_epoch: int = 0  # batches of ``epoch`` consumed by this process
-    global_step: int = 0
-    samples_seen: int = 0  # across processes
-    skipped_batches: int = 0  # non-finite losses skipped (on_nonfinite="skip")
-    elapsed_s: float = 0.0  # training wall time before this session
 
 
 class Trainer:
@@ -89,16 +77,15 @@ class Trainer:
         self.config = config
         self.output_dir = Path(config.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        use_tb = config.tensorboard and is_tensorboard_available()
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision=config.mixed_precision,
-            gradient_accumulation_steps=config.grad_accum_steps,
-            log_with="tensorboard" if use_tb else None,
-            project_dir=str(self.output_dir),
-            dynamo_backend="inductor" if config.compile else "no",
-            cpu=_launched_without_accelerator(),
-        )
-        self._trackers = use_tb and accelerator is None
+        self.accelerator = accelerator or build_accelerator(config)
+        if self.accelerator.gradient_accumulation_steps != config.grad_accum_steps:
+            raise ValueError(
+                f"the accelerator accumulates {self.accelerator.gradient_accumulation_steps} "
+                f"batches, TrainingConfig.grad_accum_steps={config.grad_accum_steps}"
+            )
+        self._trackers = accelerator is None and uses_tensorboard(config)
+        if not ckpt.supported(self.accelerator):
+            logger.warning("no checkpoints under %s", self.accelerator.distributed_type)
         set_seed(config.seed)
         self.metrics = dict(metrics_for(model) if metrics is None else metrics)
         self.callbacks = list(callbacks)
@@ -131,26 +118,18 @@ class Trainer:
         self._last_saved_step: int | None = None
         self._last_eval: dict[str, float] = {}
         self._eval_step: int | None = None
-        self._window = _Window()
+        self._window = StepWindow()
         self._session_start = time.perf_counter()
 
     # -- setup ----------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, collate_fn: Callable | None, *, train: bool) -> DataLoader:
-        cfg = self.config
-        iterable = isinstance(dataset, IterableDataset)
-        sampler = None
-        if not iterable:
-            sampler = EpochSampler(len(dataset), seed=cfg.seed, shuffle=cfg.shuffle and train)
-        return DataLoader(
+        return make_loader(
             dataset,
-            batch_size=cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size),
-            sampler=sampler,
+            self.config,
+            train=train,
             collate_fn=collate_fn,
-            num_workers=cfg.num_workers,
+            generator=self._loader_gen if train else None,
             pin_memory=self.accelerator.device.type == "cuda",
-            drop_last=cfg.drop_last and train,
-            # its own generator: worker seeds never draw from the global random state
-            generator=self._loader_gen if train else torch.Generator().manual_seed(cfg.seed),
         )
 
     def _steps_per_epoch(self) -> int | None:
@@ -167,24 +146,12 @@ class Trainer:
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
 
-    def _resume_path(self) -> Path | None:
-        resume = self.config.resume
-        if resume is False or resume is None or resume == "":
-            return None
-        if resume is True or str(resume).lower() in ("true", "latest"):
-            return ckpt.latest_checkpoint(self.config.checkpoint_dir)
-        path = Path(resume)
-        if not ckpt.is_complete(path):
-            raise FileNotFoundError(f"resume={resume!r}: not a complete checkpoint directory")
-        return path
-
     def _resume(self, path: Path) -> None:
         acc, cfg = self.accelerator, self.config
         saved = ckpt.load_checkpoint(
             acc, path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
         )
-        fields = {f.name for f in dataclasses.fields(TrainState)}
-        self.state = TrainState(**{k: v for k, v in saved.items() if k in fields})
+        self.state = TrainState.from_record(saved)
         same = (saved.get("world_size"), saved.get("batch_size"), saved.get("grad_accum_steps"))
         if same != (acc.num_processes, cfg.batch_size, cfg.grad_accum_steps):
             logger.warning(
@@ -211,13 +178,13 @@ class Trainer:
         """
         acc = self.accelerator
         self._session_start = time.perf_counter()
-        resume = self._resume_path()
+        resume = ckpt.resolve_resume(self.config.resume, self.config.checkpoint_dir)
         log = None
         if acc.is_main_process:
             resume_step = ckpt.read_state(resume)["global_step"] if resume else None
             log = MetricsLog(self.output_dir / "metrics.csv", resume_step=resume_step)
         if self._trackers:
-            acc.init_trackers("vilt", config=_hparams(self.config))
+            acc.init_trackers("vilt", config=tracker_config(self.config))
         if resume is not None:
             self._resume(resume)  # last: restores the random states the loop continues from
         pbar = tqdm(
@@ -391,18 +358,10 @@ class Trainer:
         acc, cfg = self.accelerator, self.config
         if self._last_saved_step == self.state.global_step or not ckpt.supported(acc):
             return None
-        now = dataclasses.replace(
-            self.state, elapsed_s=self.state.elapsed_s + time.perf_counter() - self._session_start
+        elapsed = self.state.elapsed_s + time.perf_counter() - self._session_start
+        record = self.state.record(
+            cfg, world_size=acc.num_processes, total_steps=self.total_steps, elapsed_s=elapsed
         )
-        record = {
-            **dataclasses.asdict(now),
-            "seed": cfg.seed,
-            "world_size": acc.num_processes,
-            "batch_size": cfg.batch_size,
-            "grad_accum_steps": cfg.grad_accum_steps,
-            "total_steps": self.total_steps,
-            "config": cfg.to_dict(),
-        }
         path = ckpt.save_checkpoint(
             acc,
             cfg.checkpoint_dir,
@@ -459,75 +418,3 @@ class Trainer:
             acc.end_training()
         acc.wait_for_everyone()
         return results
-
-
-class _Window:
-    """Loss, samples and time since the last log row."""
-
-    def __init__(self) -> None:
-        self.loss_sum, self.batches, self.samples = 0.0, 0, 0
-        self.parts: dict[str, float] = {}
-        self.start = time.perf_counter()
-        self.lr, self.grad_norm = 0.0, None
-        self.step_losses: list[float] = []
-        self.step_samples = 0
-        self._pending_samples = 0
-        self.last: dict[str, Any] = {}
-        self.last_logged_loss: float | None = None
-
-    def add(self, loss: float, samples: int, output: Any) -> None:
-        self.loss_sum += loss
-        self.batches += 1
-        self.samples += samples
-        self._pending_samples += samples
-        self.step_losses.append(loss)
-        for name in getattr(output, "keys", list)():
-            value = getattr(output, name, None)
-            if name.endswith("_loss") and isinstance(value, torch.Tensor) and value.ndim == 0:
-                self.parts[name] = self.parts.get(name, 0.0) + value.detach().float().item()
-
-    def end_step(self, lr: float, grad_norm: torch.Tensor | None) -> None:
-        self.lr, self.grad_norm = lr, grad_norm
-        losses, self.step_losses = self.step_losses, []
-        self.step_samples, self._pending_samples = self._pending_samples, 0
-        self.last = {"loss": sum(losses) / len(losses) if losses else float("nan"), "lr": lr}
-
-    def flush(self, accelerator: Any) -> dict[str, Any]:
-        """The window's means across processes; resets the window."""
-        names = sorted(self.parts)
-        local = [self.loss_sum, float(self.batches), float(self.samples)]
-        local += [self.parts[n] for n in names]
-        totals = torch.tensor(local, dtype=torch.float64, device=accelerator.device)
-        if accelerator.num_processes > 1:
-            totals = accelerator.reduce(totals, reduction="sum")
-        totals = totals.tolist()
-        batches = max(totals[1], 1.0)
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        row: dict[str, Any] = {"loss": totals[0] / batches, "lr": self.lr}
-        row.update({n: totals[3 + i] / batches for i, n in enumerate(names)})
-        if self.grad_norm is not None:
-            row["grad_norm"] = float(self.grad_norm)
-        row["samples_per_s"] = totals[2] / elapsed
-        self.last_logged_loss = row["loss"]
-        self.loss_sum, self.batches, self.samples, self.parts = 0.0, 0, 0, {}
-        self.start = time.perf_counter()
-        return row
-
-
-def _launched_without_accelerator() -> bool:
-    """Whether a multi-process launcher (torchrun) started us on a machine without GPUs:
-    accelerate then needs ``cpu=True`` to run DDP over gloo instead of one process each."""
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
-    return launched and not torch.cuda.is_available() and not xpu
-
-
-def _hparams(config: TrainingConfig) -> dict[str, Any]:
-    """The config as TensorBoard hparams accept: scalars and strings only."""
-    out = {}
-    for key, value in config.to_dict().items():
-        if isinstance(value, bool | int | float | str):
-            out[key] = value
-        elif value is not None:
-            out[key] = str(value)
-    return out

@@ -1,0 +1,52 @@
+"""The Accelerator a TrainingConfig asks for, and what its trackers are told."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import is_tensorboard_available
+
+from .config import TrainingConfig
+
+__all__ = ["build_accelerator", "tracker_config", "uses_tensorboard"]
+
+
+def uses_tensorboard(config: TrainingConfig) -> bool:
+    """TensorBoard logging is on when asked for and installed; otherwise silently off."""
+    return config.tensorboard and is_tensorboard_available()
+
+
+def build_accelerator(config: TrainingConfig) -> Accelerator:
+    """Mixed precision, gradient accumulation, TensorBoard (when installed) under
+    ``output_dir``, torch.compile on request; DDP over gloo when torchrun starts several
+    processes on a machine without GPUs."""
+    return Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum_steps,
+        log_with="tensorboard" if uses_tensorboard(config) else None,
+        project_dir=str(config.output_dir),
+        dynamo_backend="inductor" if config.compile else "no",
+        cpu=_launched_without_accelerator(),
+    )
+
+
+def _launched_without_accelerator() -> bool:
+    """Whether a launcher (torchrun) started several processes on a machine without GPUs:
+    accelerate then needs ``cpu=True``, or each process would train alone."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
+    return launched and not torch.cuda.is_available() and not xpu
+
+
+def tracker_config(config: TrainingConfig) -> dict[str, Any]:
+    """The config as TensorBoard hparams accept: scalars and strings only."""
+    out = {}
+    for key, value in config.to_dict().items():
+        if isinstance(value, bool | int | float | str):
+            out[key] = value
+        elif value is not None:
+            out[key] = str(value)
+    return out

@@ -1,0 +1,45 @@
+"""TrainState: where a run is (the data position and counters), as checkpoints record it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .config import TrainingConfig
+
+__all__ = ["TrainState"]
+
+
+@dataclasses.dataclass
+class TrainState:
+    """The data position (epoch, batches of it consumed by each process, optimizer steps) and
+    the run's counters. The sampler's order follows from (seed, epoch), so this is all a
+    resumed run needs to find its place."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of ``epoch`` consumed by this process
+    global_step: int = 0
+    samples_seen: int = 0  # across processes
+    skipped_batches: int = 0  # non-finite losses skipped (on_nonfinite="skip")
+    elapsed_s: float = 0.0  # training wall time before this session
+
+    def record(
+        self, config: TrainingConfig, *, world_size: int, total_steps: int, elapsed_s: float
+    ) -> dict[str, Any]:
+        """What a checkpoint's ``trainer_state.json`` holds: this state, the sampler seed and
+        the shape of the run (to warn when a resumed run differs)."""
+        return {
+            **dataclasses.asdict(self),
+            "elapsed_s": elapsed_s,
+            "seed": config.seed,
+            "world_size": world_size,
+            "batch_size": config.batch_size,
+            "grad_accum_steps": config.grad_accum_steps,
+            "total_steps": total_steps,
+            "config": config.to_dict(),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> TrainState:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
