@@ -70,7 +70,7 @@ def make_trainer(out: Path, *, dropout: float = 0.1, callbacks=(), eval_n=None, 
 
 
 def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    model = trainer.unwrapped_model
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 

@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 
 __all__ = [
     "CHECKPOINT_PATTERN",
+    "bare_model",
     "capture_rng",
     "complete_checkpoints",
     "is_complete",
@@ -59,6 +60,11 @@ SCALER_NAME = "scaler.json"
 FORMAT_VERSION = 1
 _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
+
+
+def bare_model(accelerator: Any, model: torch.nn.Module) -> torch.nn.Module:
+    """The model without DDP and torch.compile wrappers: its own parameter names."""
+    return accelerator.unwrap_model(model, keep_torch_compile=False)
 
 
 def supported(accelerator: Any) -> bool:
@@ -185,7 +191,7 @@ def save_checkpoint(
     rng_data, rng_tensors = capture_rng()
     _write_json(tmp / f"rng_{rank}.json", rng_data)
     save_file(rng_tensors, str(tmp / f"rng_{rank}.safetensors"))
-    model_state = accelerator.get_state_dict(model)
+    model_state = bare_model(accelerator, model).state_dict()
     if main:
         save_file(_unshare(model_state), str(tmp / MODEL_NAME), metadata={"format": "pt"})
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_NAME)
@@ -273,7 +279,7 @@ def load_checkpoint(
         )
     state = read_state(path)
     weights = load_file(str(path / MODEL_NAME), device="cpu")
-    accelerator.unwrap_model(model).load_state_dict(weights)
+    bare_model(accelerator, model).load_state_dict(weights)
     if optimizer is not None:
         opt_state = torch.load(path / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
         optimizer.load_state_dict(opt_state)

@@ -341,6 +341,11 @@ class Trainer:
             return float(self.state.epoch)
         return self.state.epoch + self.state.batch_in_epoch / max(len(self.train_loader), 1)
 
+    @property
+    def unwrapped_model(self) -> torch.nn.Module:
+        """The trained model itself (no DDP or torch.compile wrapper), e.g. to save it."""
+        return ckpt.bare_model(self.accelerator, self.model)
+
     def evaluate(self, dataset: Dataset | None = None) -> dict[str, float]:
         """Metrics over ``dataset`` (default: the eval data set), as ``eval_<name>``."""
         loader = self.eval_loader
@@ -391,7 +396,7 @@ class Trainer:
     def _finish(self, final_eval: dict[str, float]) -> dict[str, Any]:
         acc, cfg = self.accelerator, self.config
         session = time.perf_counter() - self._session_start
-        unwrapped = acc.unwrap_model(self.model)
+        unwrapped = self.unwrapped_model
         results = {
             "metrics": {"train_loss": self._window.last_logged_loss, **final_eval},
             "steps": self.state.global_step,
