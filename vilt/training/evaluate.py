@@ -50,7 +50,11 @@ def evaluate(
     samples were scored, across all processes, each once).
 
     Every metric's per-sample rows are gathered with ``accelerator.gather_for_metrics``,
-    which drops the samples that even out the last batches of an uneven split."""
+    which drops the samples that even out the last batches of an uneven split, so metrics
+    count each sample once. Losses are batch means weighted by batch size; on an uneven
+    split the last padded batch's mean also covers its repeated samples. Every process must
+    see the same number of batches (a collator's None batch on one process only would hang
+    the gathering)."""
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
