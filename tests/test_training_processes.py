@@ -34,11 +34,14 @@ torch.set_num_threads({threads})  # as the test process: the same float reductio
 out, options = sys.argv[1], json.loads(sys.argv[2])
 hold = options.pop("hold", None)
 
-def wait_to_be_killed(trainer, record):
-    if record["step"] == hold:
-        time.sleep(120)
+def wait_for_a_signal(trainer, record):
+    # hold the run here until it is killed, or until SIGTERM asks it to stop
+    deadline = time.monotonic() + 120
+    while record["step"] == hold and trainer.stop.requested is None:
+        assert time.monotonic() < deadline, "no signal came"
+        time.sleep(0.01)
 
-make_trainer(out, callbacks=[wait_to_be_killed], **options).train()
+make_trainer(out, callbacks=[wait_for_a_signal], **options).train()
 """
 
 
@@ -102,7 +105,7 @@ def test_sigterm_checkpoints_and_exits_with_143(tmp_path):
     proc = launch(tmp_path, run, {"epochs": 20, "save_every": 2, "hold": 5})
     seen = wait_for_checkpoint(proc, run / "checkpoints")
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=150) == 143, proc.stdout.read().decode()
+    assert proc.wait(timeout=60) == 143, proc.stdout.read().decode()
     last = read_state(latest_checkpoint(run / "checkpoints"))
     assert last["global_step"] >= read_state(seen)["global_step"]
     assert "checkpoint saved" in proc.stdout.read().decode()
@@ -112,7 +115,7 @@ def test_sigterm_checkpoints_and_exits_with_143(tmp_path):
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
 def test_two_processes_train_like_one_and_score_each_sample_once(tmp_path):
     options = {"epochs": 1, "dropout": 0.0, "eval_n": 21, "eval_every": 4, "save_every": 8}
-    prefix = ["torchrun", "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 500)]
+    prefix = ["torchrun", "--standalone", "--nproc_per_node", "2"]  # --standalone: a free port
     proc = launch(tmp_path, tmp_path / "ddp", {**options, "batch_size": 4}, prefix=prefix)
     output = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 0, output
