@@ -1,0 +1,145 @@
+"""Side-by-side timing: alternate the implementations, repeat, take medians, report ratios.
+
+The machine is shared and noisy, so absolute times mean little; what counts is the ratio of two
+implementations timed in the same process, interleaved, on the same inputs. The machine's own
+fp32 matrix-multiply rate, measured in the same run, puts achieved GFLOP/s in context.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class Case:
+    """One benchmark case: each implementation's median seconds per call and derived figures."""
+
+    name: str
+    unit: str  # what one call processes, e.g. "32 pairs"
+    items: int  # items per call, for throughput
+    target: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+    spread: dict[str, float] = field(default_factory=dict)  # (max - min) / median
+    gflops: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float | str] = field(default_factory=dict)
+
+    def throughput(self, impl: str) -> float:
+        return self.items / self.seconds[impl]
+
+    def ratio(self, ours: str = "vilt", ref: str | None = None) -> float | None:
+        refs = [k for k in self.seconds if k != ours]
+        ref = ref or (refs[0] if refs else None)
+        if ref is None or ours not in self.seconds:
+            return None
+        return self.seconds[ref] / self.seconds[ours]
+
+
+def measure(
+    impls: dict[str, Callable[[], object]],
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    min_time: float = 0.0,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per call of each implementation, interleaved round by round.
+
+    Each round calls every implementation once (in rotating order, so neither always runs
+    first); ``min_time`` repeats rounds until each has had that much time in total.
+    """
+    names = list(impls)
+    for _ in range(warmup):
+        for name in names:
+            impls[name]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    rounds = 0
+    while rounds < repeats or min(sum(t) for t in times.values()) < min_time:
+        order = names[rounds % len(names) :] + names[: rounds % len(names)]
+        for name in order:
+            gc.collect()
+            start = time.perf_counter()
+            impls[name]()
+            times[name].append(time.perf_counter() - start)
+        rounds += 1
+    medians = {n: statistics.median(t) for n, t in times.items()}
+    spread = {n: (max(t) - min(t)) / medians[n] for n, t in times.items()}
+    return medians, spread
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10, dtype=torch.float32) -> float:
+    """The machine's own fp32 GEMM rate (GFLOP/s), best of ``repeats`` n x n x n products."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    out = torch.empty(n, n, dtype=dtype)
+    torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of one call, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def machine_info() -> dict[str, str | int]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count() or 0,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+
+
+def markdown_table(cases: list[Case], peak: float) -> str:
+    """One row per case: each implementation's throughput, the ratio, and % of GEMM peak."""
+    lines = [
+        "| case | vilt | reference | ratio (vilt / ref) | vilt % of matmul peak | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for case in cases:
+        ours = case.seconds.get("vilt")
+        refs = [k for k in case.seconds if k != "vilt"]
+        ref = refs[0] if refs else None
+        ours_s = f"{case.items / ours:.1f} {case.unit}/s" if ours else "-"
+        ref_s = f"{ref}: {case.items / case.seconds[ref]:.1f}/s" if ref else "-"
+        ratio = case.ratio()
+        if "ratio" in case.extra:
+            ratio = float(case.extra["ratio"])
+        ratio_s = f"{ratio:.2f}x" if ratio else "-"
+        frac = f"{100 * case.gflops['vilt'] / peak:.0f}%" if "vilt" in case.gflops else "-"
+        lines.append(f"| {case.name} | {ours_s} | {ref_s} | {ratio_s} | {frac} | {case.target} |")
+    return "\n".join(lines)
+
+
+def write_json(path: str | os.PathLike, cases: list[Case], peak: float, **meta: object) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "machine": machine_info(),
+        "matmul_peak_gflops": peak,
+        "cases": [asdict(c) | {"ratio": c.ratio()} for c in cases],
+        **meta,
+    }
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    return out
