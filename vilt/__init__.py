@@ -1,6 +1,9 @@
 """vilt: Vision Transformers and single-stream vision-and-language transformers on torch."""
 
+from . import viz
 from .config import ConfigError, ViltConfig, ViTConfig, get_preset, preset_names
+from .embedding import Embedder, embed
+from .interop import convert  # importing interop registers transformers' reader and writer
 from .modeling import (
     CheckpointError,
     CheckpointWarning,
@@ -15,6 +18,9 @@ from .modeling import (
     ViTModel,
     load_model,
 )
+from .predict import answer_question, attention_map
+from .processing import ImageProcessor, Tokenizer, ViltProcessor, ViTImageProcessor, train_tokenizer
+from .retrieval import RetrievalResult, retrieval_recall
 
 __version__ = "0.1.0"
 
@@ -22,9 +28,14 @@ __all__ = [
     "CheckpointError",
     "CheckpointWarning",
     "ConfigError",
+    "Embedder",
+    "ImageProcessor",
     "PreTrainedModel",
+    "RetrievalResult",
+    "Tokenizer",
     "ViTConfig",
     "ViTForImageClassification",
+    "ViTImageProcessor",
     "ViTModel",
     "ViltConfig",
     "ViltForImageTextMatching",
@@ -33,8 +44,16 @@ __all__ = [
     "ViltForPreTraining",
     "ViltForQuestionAnswering",
     "ViltModel",
+    "ViltProcessor",
     "__version__",
+    "answer_question",
+    "attention_map",
+    "convert",
+    "embed",
     "get_preset",
     "load_model",
     "preset_names",
+    "retrieval_recall",
+    "train_tokenizer",
+    "viz",
 ]

@@ -152,7 +152,7 @@ def _read_pairs(path: str) -> tuple[list[str], list[str]]:
 
 
 def _run_embed(args) -> None:
-    from .embed import Embedder
+    from .embedding import Embedder
 
     if args.pairs:
         images, texts = _read_pairs(args.pairs)

@@ -1,123 +1,211 @@
 """Image-text retrieval evaluation with an ITM model: recall@K in both directions.
 
-ViLT scores a pair only by running both through the model together, so exhaustive ranking of
-N images against M texts costs N x M forward passes. ``rerank_top_k`` makes large N
-affordable: a cheap first stage (cosine similarity of the model's own image-only and text-only
-pooled states, N + M passes) keeps the k best candidates per query, and only those are scored
-by the ITM head (k x (N + M) passes).
+ViLT scores a pair only by running image and text through the model together, so ranking N
+images against M texts exhaustively costs N x M forward passes. ``rerank_top_k=k`` keeps large
+N affordable: a cheaper first stage ranks every candidate, and only its top k per query (in
+both directions, at most k x (N + M) pairs) are scored by the ITM head; the others keep their
+first-stage order below them. The default first stage is the cosine similarity of the
+model's own image-only and text-only pooled states (N + M passes; weak, as ViLT was not
+trained for it); pass ``first_stage`` with better similarities (e.g. a dual encoder's) when
+there are some.
 """
 
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from .embed import Embedder, ImageLike
+from .config import _pair
+from .embedding import Embedder, ImageLike, check_texts
+
+__all__ = ["RetrievalResult", "rank_by_scores", "rerank", "retrieval_recall"]
 
 
 @dataclass
 class RetrievalResult:
-    """Recall@K for text->image and image->text, in percent, and the pairs scored."""
+    """Recall@K in percent for text->image and image->text retrieval.
+
+    ``text_ranks[t]``: 0-based rank of text t's image among all images. ``image_ranks[i]``:
+    the best rank of any of image i's texts among all texts (None for an image that no text
+    describes; such images are distractors for text->image and not image->text queries).
+    ``pairs_scored``: image-text pairs run through the ITM head."""
 
     text_to_image: dict[int, float]
     image_to_text: dict[int, float]
     pairs_scored: int
+    text_ranks: list[int]
+    image_ranks: list[int | None]
 
     def to_dict(self) -> dict[str, float]:
-        out = {f"t2i_R@{k}": v for k, v in self.text_to_image.items()}
+        out: dict[str, float] = {f"t2i_R@{k}": v for k, v in self.text_to_image.items()}
         out |= {f"i2t_R@{k}": v for k, v in self.image_to_text.items()}
         out["pairs_scored"] = self.pairs_scored
         return out
 
-
-def _first_stage(embedder: Embedder, images, texts) -> torch.Tensor:
-    """(M texts, N images) cosine similarity of unimodal pooled states."""
-    blank = np.full((64, 64, 3), 127, np.uint8)  # a flat grey image: text-only pooled state
-    image_vecs = embedder(images, [""] * len(images))
-    text_vecs = embedder([blank] * len(texts), list(texts))
-    image_vecs = torch.nn.functional.normalize(image_vecs, dim=-1)
-    text_vecs = torch.nn.functional.normalize(text_vecs, dim=-1)
-    return text_vecs @ image_vecs.T
+    def __str__(self) -> str:
+        t2i = "  ".join(f"R@{k} {v:5.1f}" for k, v in self.text_to_image.items())
+        i2t = "  ".join(f"R@{k} {v:5.1f}" for k, v in self.image_to_text.items())
+        return f"text->image {t2i}\nimage->text {i2t}\n({self.pairs_scored} pairs scored)"
 
 
-def _score_pairs(embedder: Embedder, images, texts, pairs: list[tuple[int, int]]) -> torch.Tensor:
-    return embedder.scores([images[i] for _, i in pairs], [texts[t] for t, _ in pairs])
+def rank_by_scores(scores: torch.Tensor) -> torch.Tensor:
+    """(Q, C) scores -> (Q, C) candidate ids, best first; ties keep index order."""
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices
 
 
-def _rerank(first: torch.Tensor, candidates: torch.Tensor, itm_score) -> torch.Tensor:
-    """Per query: candidates by ITM score, then every other item in first-stage order."""
-    rows = []
-    for q in range(first.shape[0]):
-        cand = sorted(candidates[q].tolist(), key=lambda c: -itm_score(q, c))
-        taken = set(cand)
-        rest = [c for c in first[q].argsort(descending=True).tolist() if c not in taken]
-        rows.append(cand + rest)
-    return torch.tensor(rows)
+def rerank(first: torch.Tensor, candidates: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Per query: ``candidates`` (Q, k) ordered by their ``scores`` (Q, k), then every other
+    candidate in the order of the first-stage scores ``first`` (Q, C)."""
+    q, c = first.shape
+    by_score = candidates.gather(1, rank_by_scores(scores))
+    rest = torch.ones(q, c, dtype=torch.bool).scatter_(1, candidates, False)
+    first_order = rank_by_scores(first)
+    others = first_order[rest.gather(1, first_order)].view(q, c - candidates.shape[1])
+    return torch.cat([by_score, others], dim=1)
 
 
-def _recall(ranked: torch.Tensor, is_match, ks: Sequence[int]) -> dict[int, float]:
-    """ranked: (queries, candidates) candidate ids best first; is_match(q, c) -> bool."""
-    hits = {k: 0 for k in ks}
-    for q in range(ranked.shape[0]):
-        first = next(
-            (r for r, c in enumerate(ranked[q].tolist()) if is_match(q, c)), ranked.shape[1]
-        )
-        for k in ks:
-            hits[k] += first < k
-    return {k: 100.0 * hits[k] / max(1, ranked.shape[0]) for k in ks}
+def _first_match(ranked: torch.Tensor, is_match: torch.Tensor) -> torch.Tensor:
+    """(Q,) position of the first matching candidate in each ranking (C where none matches)."""
+    hits = is_match.gather(1, ranked)
+    first = hits.to(torch.uint8).argmax(dim=1)  # argmax returns the first of equal maxima
+    return torch.where(hits.any(dim=1), first, ranked.shape[1])
 
 
-def retrieval_recall(
+def _recall(ranks: torch.Tensor, ks: Sequence[int]) -> dict[int, float]:
+    n = max(1, ranks.numel())
+    return {k: 100.0 * int((ranks < k).sum()) / n for k in ks}
+
+
+def unimodal_similarity(
     embedder: Embedder,
     images: Sequence[ImageLike],
     texts: Sequence[str],
-    text_to_image: Sequence[int],
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """(M texts, N images) cosine similarity of image-only and text-only pooled states.
+
+    An image alone is paired with the empty text; a text alone with one mid-grey patch (not
+    resized to the model's image size, so the text side costs about what the text does)."""
+    images_alone = embedder(images, [""] * len(images), batch_size=batch_size)
+    processor = copy.copy(embedder.processor)
+    plain = processor.image_processor
+    processor.image_processor = type(plain)(**{**plain.options(), "do_resize": False})
+    text_side = Embedder(
+        embedder.model, processor, batch_size=embedder.batch_size, progress=embedder.progress
+    )
+    ph, pw = _pair(embedder.backbone.config.patch_size)
+    blank = np.full((ph, pw, 3), 128, np.uint8)
+    texts_alone = text_side([blank] * len(texts), texts, batch_size=batch_size)
+    images_alone = torch.nn.functional.normalize(images_alone, dim=-1)
+    texts_alone = torch.nn.functional.normalize(texts_alone, dim=-1)
+    return texts_alone @ images_alone.T
+
+
+def _check_inputs(
+    images: Sequence[ImageLike],
+    texts: Sequence[str],
+    text_to_image: Sequence[int] | None,
+    ks: Sequence[int],
+) -> list[int]:
+    check_texts(texts)
+    if len(images) == 0 or len(texts) == 0:
+        raise ValueError(f"retrieval needs images and texts, got {len(images)} and {len(texts)}")
+    if not ks or any(int(k) < 1 for k in ks):
+        raise ValueError(f"ks must be positive ranks, got {list(ks)}")
+    if text_to_image is None:
+        if len(images) != len(texts):
+            raise ValueError(
+                f"got {len(images)} images and {len(texts)} texts: pass text_to_image (the "
+                "image of each text) unless text i describes image i"
+            )
+        return list(range(len(texts)))
+    if len(text_to_image) != len(texts):
+        raise ValueError(f"text_to_image has {len(text_to_image)} entries for {len(texts)} texts")
+    owners = [int(i) for i in text_to_image]
+    bad = [t for t, i in enumerate(owners) if not 0 <= i < len(images)]
+    if bad:
+        raise ValueError(
+            f"text_to_image of text(s) {bad[:5]} points outside the {len(images)} images"
+        )
+    return owners
+
+
+def retrieval_recall(
+    model: Embedder | str | os.PathLike | Any,
+    images: Sequence[ImageLike],
+    texts: Sequence[str],
+    text_to_image: Sequence[int] | None = None,
     *,
     ks: Sequence[int] = (1, 5, 10),
     rerank_top_k: int | None = None,
+    first_stage: torch.Tensor | np.ndarray | None = None,
+    batch_size: int | None = None,
 ) -> RetrievalResult:
     """Rank every image for every text (and back) by ITM score and report recall@K.
 
-    ``text_to_image[t]`` is the index of the image that text t describes (an image may have
-    several texts). With ``rerank_top_k`` only the first stage's top k candidates per query are
-    scored by the ITM head; the rest keep their first-stage order below them.
+    ``model``: an :class:`Embedder` over an ITM model, or its checkpoint path (any object
+    with Embedder's ``score_pairs`` will do). ``text_to_image[t]`` is the index of the image
+    that text t describes (several texts may share an image); None means text i describes
+    image i. ``rerank_top_k``: score only the first stage's top k candidates per query;
+    ``first_stage``: its (texts, images) similarities (default: :func:`unimodal_similarity`).
     """
+    owners = _check_inputs(images, texts, text_to_image, ks)
+    if isinstance(model, str | os.PathLike):
+        model = Embedder.from_pretrained(model)
+    if not hasattr(model, "score_pairs"):
+        raise TypeError(
+            f"retrieval needs an Embedder (model + processor), got {type(model).__name__}; "
+            "wrap a loaded model as vilt.Embedder(model, processor)"
+        )
     n, m = len(images), len(texts)
-    if len(text_to_image) != m:
-        raise ValueError(f"text_to_image has {len(text_to_image)} entries for {m} texts")
-    bad = [t for t, i in enumerate(text_to_image) if not 0 <= i < n]
-    if bad:
-        raise ValueError(f"text_to_image of text(s) {bad[:5]} points outside the {n} images")
     if rerank_top_k is None:
-        pairs = [(t, i) for t in range(m) for i in range(n)]
-        scores = _score_pairs(embedder, images, texts, pairs).view(m, n)
-        t2i = scores.argsort(dim=1, descending=True)
-        i2t = scores.T.argsort(dim=1, descending=True)
-        scored = len(pairs)
+        if first_stage is not None:
+            raise ValueError("first_stage is only used with rerank_top_k")
+        pairs = [(i, t) for i in range(n) for t in range(m)]
+        itm = model.score_pairs(images, texts, pairs, batch_size).view(n, m).T  # (texts, images)
+        t2i, i2t = rank_by_scores(itm), rank_by_scores(itm.T)
     else:
         if rerank_top_k < 1:
             raise ValueError(f"rerank_top_k must be >= 1, got {rerank_top_k}")
-        k = rerank_top_k
-        sim = _first_stage(embedder, images, texts)
-        cand_t2i = sim.topk(min(k, n), dim=1).indices  # (m, k)
-        cand_i2t = sim.T.topk(min(k, m), dim=1).indices  # (n, k)
+        if first_stage is None:
+            sim = unimodal_similarity(model, images, texts, batch_size)
+        else:
+            sim = torch.as_tensor(first_stage, dtype=torch.float32)
+            if sim.shape != (m, n) or not bool(torch.isfinite(sim).all()):
+                raise ValueError(
+                    f"first_stage must be finite similarities of shape (texts, images) = "
+                    f"({m}, {n}), got {tuple(sim.shape)}"
+                )
+        cand_t2i = rank_by_scores(sim)[:, : min(rerank_top_k, n)]  # (texts, k)
+        cand_i2t = rank_by_scores(sim.T)[:, : min(rerank_top_k, m)]  # (images, k)
         pairs = sorted(
-            {(t, int(i)) for t in range(m) for i in cand_t2i[t]}
-            | {(int(t), i) for i in range(n) for t in cand_i2t[i]}
+            {(int(i), t) for t in range(m) for i in cand_t2i[t]}
+            | {(i, int(t)) for i in range(n) for t in cand_i2t[i]}
         )
-        pair_scores = _score_pairs(embedder, images, texts, pairs).tolist()
-        itm = dict(zip(pairs, pair_scores, strict=True))
-        t2i = _rerank(sim, cand_t2i, lambda q, c: itm[(q, c)])
-        i2t = _rerank(sim.T, cand_i2t, lambda q, c: itm[(c, q)])
-        scored = len(pairs)
-    texts_of = [set() for _ in range(n)]
-    for t, i in enumerate(text_to_image):
-        texts_of[i].add(t)
+        itm = torch.full((m, n), float("nan"))
+        scored = model.score_pairs(images, texts, pairs, batch_size)
+        index = torch.tensor(pairs, dtype=torch.long).view(-1, 2)
+        itm[index[:, 1], index[:, 0]] = scored
+        t2i = rerank(sim, cand_t2i, itm.gather(1, cand_t2i))
+        i2t = rerank(sim.T, cand_i2t, itm.T.gather(1, cand_i2t))
+    match = torch.zeros(m, n, dtype=torch.bool)
+    match[torch.arange(m), torch.tensor(owners)] = True
+    text_ranks = _first_match(t2i, match)
+    described = match.any(dim=0)
+    image_ranks = _first_match(i2t, match.T)
+    ks = [int(k) for k in ks]
     return RetrievalResult(
-        text_to_image=_recall(t2i, lambda t, i: text_to_image[t] == i, ks),
-        image_to_text=_recall(i2t, lambda i, t: t in texts_of[i], ks),
-        pairs_scored=scored,
+        text_to_image=_recall(text_ranks, ks),
+        image_to_text=_recall(image_ranks[described], ks),
+        pairs_scored=len(pairs),
+        text_ranks=text_ranks.tolist(),
+        image_ranks=[
+            r if d else None for r, d in zip(image_ranks.tolist(), described.tolist(), strict=True)
+        ],
     )
