@@ -1,15 +1,36 @@
-"""One-off inference from a checkpoint directory: answer a question, draw an attention map."""
+"""One-off inference from a checkpoint: answer a question about an image, and draw where a
+ViT or ViLT model looks (attention rollout over the image patches, as a PNG)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .embedding import vilt_backbone
 from .modeling import PreTrainedModel, ViltForQuestionAnswering, load_model
 from .modeling.vit import ViTForImageClassification, ViTModel
+
+__all__ = ["answer_question", "attention_map"]
+
+
+@contextlib.contextmanager
+def _evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout, no patch sampling) for the call, then the mode it came in."""
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
+
+
+def _is_vit(model: Any) -> bool:
+    return isinstance(model, ViTModel | ViTForImageClassification)
 
 
 def _open_image(image: Any):
@@ -18,7 +39,7 @@ def _open_image(image: Any):
     return load_image(image)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def answer_question(
     model: str | os.PathLike | ViltForQuestionAnswering,
     image: Any,
@@ -27,28 +48,50 @@ def answer_question(
     top_k: int = 3,
     processor: Any = None,
 ) -> list[tuple[str, float]]:
-    """The ``top_k`` answers with their probabilities (sigmoid of the VQA logits)."""
-    from .processing import ViltProcessor
+    """The ``top_k`` answers with their probabilities (sigmoid of the VQA logits), best first.
 
-    if isinstance(model, str | os.PathLike):
-        processor = processor or ViltProcessor.from_pretrained(model)
-        model = load_model(model)
+    ``model``: a VQA checkpoint path (its processor loads with it) or a loaded
+    ViltForQuestionAnswering with its ``processor``."""
+    if not isinstance(question, str):
+        raise TypeError(f"question must be a string, got {type(question).__name__}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    path = model if isinstance(model, str | os.PathLike) else None
+    if path is not None:
+        model = load_model(path)
     if not isinstance(model, ViltForQuestionAnswering):
-        raise TypeError(f"answering questions needs a VQA checkpoint, got {type(model).__name__}")
+        raise TypeError(
+            f"answering questions needs a VQA checkpoint (ViltForQuestionAnswering), got "
+            f"{type(model).__name__}"
+        )
+    if path is not None and processor is None:
+        from .processing import ViltProcessor
+
+        processor = ViltProcessor.from_pretrained(path)
     if processor is None:
         raise ValueError("pass the model's processor with a loaded model")
-    model.eval()
     inputs = processor(images=[_open_image(image)], text=[question], return_tensors="pt")
     device = next(model.parameters()).device
-    logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits[0]
+    with _evaluating(model):
+        logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits[0]
     probs = torch.sigmoid(logits.float())
-    k = min(top_k, probs.numel())
-    values, ids = probs.topk(k)
+    values, ids = probs.topk(min(top_k, probs.numel()))
     names = model.config.id2label or {}
     return [(names.get(int(i), str(int(i))), float(v)) for v, i in zip(values, ids, strict=True)]
 
 
-@torch.inference_mode()
+def _processor_for(path: str | os.PathLike, model: PreTrainedModel) -> Any:
+    from .processing import ViltProcessor, ViTImageProcessor
+
+    if not _is_vit(model):
+        return ViltProcessor.from_pretrained(path)
+    try:
+        return ViTImageProcessor.from_pretrained(path)
+    except FileNotFoundError:  # no preprocessor_config.json: the model's own image size
+        return ViTImageProcessor.from_config(model.config)
+
+
+@torch.no_grad()
 def attention_map(
     model: str | os.PathLike | PreTrainedModel,
     image: Any,
@@ -56,40 +99,62 @@ def attention_map(
     *,
     text: str | None = None,
     query: int = 0,
+    per_token: bool = False,
     processor: Any = None,
 ) -> Path:
-    """Attention rollout from token ``query`` over the image patches, saved as a PNG."""
-    from .viz import patch_heatmaps, save_attention_figure
+    """Attention rollout from token ``query`` over the image patches, saved as a PNG.
 
+    ``model``: a ViT or ViLT checkpoint path (any class; its processor loads with it) or a
+    loaded model with its ``processor``. ViLT needs the ``text`` paired with the image;
+    ``query`` is then a position in that text (0 = [CLS]), and ``per_token=True`` draws one
+    map for every text token instead. For ViT, ``query`` 0 is the class token."""
+    from .viz import crop_to_image, patch_heatmaps, save_attention_figure
+    from .viz import save_token_attention_figure as save_tokens
+
+    if Path(out_path).suffix.lower() != ".png":
+        raise ValueError(f"the attention map is written as PNG; {out_path} does not end in .png")
     if isinstance(model, str | os.PathLike):
-        path = model
-        model = load_model(path)
-        if processor is None:
-            from .processing import ViltProcessor, ViTImageProcessor
-
-            is_vit = isinstance(model, ViTModel | ViTForImageClassification)
-            processor = (ViTImageProcessor if is_vit else ViltProcessor).from_pretrained(path)
+        path, model = model, load_model(model)
+        processor = processor or _processor_for(path, model)
     if processor is None:
         raise ValueError("pass the model's processor with a loaded model")
-    model.eval()
     picture = _open_image(image)
-    if isinstance(model, ViTModel | ViTForImageClassification):
-        inputs = processor([picture], return_tensors="pt")
-        inputs = {"pixel_values": inputs["pixel_values"]}
-        title = None
+    if _is_vit(model):
+        if text is not None or per_token:
+            raise ValueError(f"{type(model).__name__} is image-only: it takes no text")
+        backbone = model if isinstance(model, ViTModel) else model.vit
+        inputs = {"pixel_values": processor([picture], return_tensors="pt")["pixel_values"]}
+        options = {"interpolate_pos_encoding": True}  # a processor may resize to other sizes
     else:
+        backbone = vilt_backbone(model)
         if text is None:
-            raise ValueError("a ViLT model needs --text to pair with the image")
+            raise ValueError("a ViLT model looks at an image with a text: pass the text")
         inputs = processor(images=[picture], text=[text], return_tensors="pt")
-        title = text
-    device = next(model.parameters()).device
-    out = model(**{k: v.to(device) for k, v in inputs.items()}, output_attentions=True)
-    heat = patch_heatmaps(out, query=query)[0]
-    if "pixel_mask" in inputs:  # crop the padded grid to the image's own patches
-        gh, gw = heat.shape
-        mask = inputs["pixel_mask"][0]
-        ph, pw = mask.shape[0] // gh, mask.shape[1] // gw
-        rows = int(mask[:, 0].sum()) // ph
-        cols = int(mask[0, :].sum()) // pw
-        heat = heat[: max(rows, 1), : max(cols, 1)]
-    return save_attention_figure(picture, heat, out_path, title=title)
+        options = {}
+    device = next(backbone.parameters()).device
+    with _evaluating(backbone):
+        out = backbone(
+            **{k: v.to(device) for k, v in inputs.items()}, output_attentions=True, **options
+        )
+
+    def heatmap(q: int) -> torch.Tensor:
+        heat = patch_heatmaps(out, query=q)[0]
+        return crop_to_image(heat, inputs["pixel_mask"][0]) if "pixel_mask" in inputs else heat
+
+    if _is_vit(model):
+        if query != 0:
+            raise ValueError(f"ViT draws attention from its class token (query 0), got {query}")
+        return save_attention_figure(picture, heatmap(0), out_path, title="class token")
+    ids = inputs["input_ids"][0][inputs["attention_mask"][0].bool()].tolist()
+    tokens = processor.tokenizer.convert_ids_to_tokens(ids)
+    if per_token:
+        keep = [q for q, t in enumerate(tokens) if t not in ("[SEP]", "[PAD]")]
+        maps = [heatmap(q) for q in keep]
+        return save_tokens(picture, maps, [tokens[q] for q in keep], out_path, title=text)
+    if not 0 <= query < len(tokens):
+        raise ValueError(
+            f"token {query} is outside the text's {len(tokens)} tokens: {' '.join(tokens)}"
+        )
+    return save_attention_figure(
+        picture, heatmap(query), out_path, title=f"{text}  (from {tokens[query]})"
+    )
