@@ -8,6 +8,7 @@ wrappers over the library. Errors print one line; ``--debug`` shows the tracebac
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -29,24 +30,46 @@ EXAMPLES = """examples:
 """
 
 
-def _add_convert(sub) -> None:
-    p = sub.add_parser(
-        "convert",
-        help="convert a checkpoint between vilt's and transformers' formats",
-        description="Convert a checkpoint. The model class is read from the source.",
-        epilog="example: vilt convert runs/vqa/model hf-vqa/ --to transformers",
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _command(sub, name: str, help_text: str, description: str, examples: str):
+    return sub.add_parser(
+        name,
+        help=help_text,
+        description=description,
+        epilog="examples:\n" + examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("src", help="checkpoint directory or hub name")
+
+
+def _add_convert(sub) -> None:
+    p = _command(
+        sub,
+        "convert",
+        "convert a checkpoint between vilt's and transformers' formats",
+        "Convert a checkpoint directory (or an original ViLT .ckpt) to vilt's or transformers'\n"
+        "format. The model class is read from the source; processor and tokenizer files are\n"
+        "copied along.",
+        "  vilt convert runs/vqa/model hf-vqa/ --to transformers\n"
+        "  vilt convert hf-vqa/ vilt-vqa/ --to vilt",
+    )
+    p.add_argument("src", help="checkpoint directory, hub name or original .ckpt file")
     p.add_argument("dst", help="output directory")
-    p.add_argument("--to", choices=("transformers", "vilt"), default="vilt")
+    p.add_argument("--to", choices=("transformers", "vilt"), default="vilt", help="(default vilt)")
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "predict",
-        help="answer a question about an image with a VQA checkpoint",
-        epilog='example: vilt predict runs/vqa/model --image a.png --question "what shape?"',
+        "answer a question about an image with a VQA checkpoint",
+        "Print the most likely answers with their probabilities.",
+        '  vilt predict runs/vqa/model --image shape.png --question "what color is the shape?"',
     )
     p.add_argument("model", help="VQA checkpoint directory (with its processor)")
     p.add_argument("--image", required=True, help="image file")
@@ -55,39 +78,51 @@ def _add_predict(sub) -> None:
 
 
 def _add_embed(sub) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "embed",
-        help="embed image-text pairs into a .safetensors or .npy file",
-        epilog=(
-            "examples:\n  vilt embed model/ --pairs pairs.jsonl --out emb.safetensors\n"
-            "  vilt embed model/ --images images.txt --texts texts.txt --out emb.npy"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "embed image-text pairs into a .safetensors or .npy file",
+        "Write the pooled joint representation of each image-text pair, one row per pair in\n"
+        "input order, as an (N, hidden_size) float32 array ('embeddings' in a .safetensors\n"
+        "file). Pairs come from a JSONL or CSV file with 'image' and 'text' fields, or from two\n"
+        "text files with one image path and one text per line. Relative image paths are read\n"
+        "from the directory of the file that names them.",
+        "  vilt embed model/ --pairs pairs.jsonl --out emb.safetensors\n"
+        "  vilt embed model/ --images images.txt --texts texts.txt --out emb.npy",
     )
-    p.add_argument("model", help="ViLT checkpoint directory (with its processor)")
-    p.add_argument("--pairs", help="JSONL or CSV with 'image' and 'text' fields")
+    p.add_argument("model", help="ViLT checkpoint directory, any ViLT class (with its processor)")
+    p.add_argument("--pairs", help="JSONL or CSV file with 'image' and 'text' fields")
     p.add_argument("--images", help="text file: one image path per line")
     p.add_argument("--texts", help="text file: one text per line")
-    p.add_argument("--out", required=True, help="output .safetensors or .npy")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default=None)
+    p.add_argument("--out", required=True, help="output file: .safetensors or .npy")
+    p.add_argument("--batch-size", type=int, default=32, help="(default 32)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if any)")
 
 
 def _add_attention(sub) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "attention",
-        help="draw an attention-rollout heatmap over an image",
-        epilog="example: vilt attention model/ --image a.png --text 'what color?' --out a.png",
+        "draw an attention-rollout heatmap over an image (ViT or ViLT)",
+        "Attention rollout from the class token (or, for ViLT, a text token) over the image\n"
+        "patches, drawn over the image and written as a PNG.",
+        "  vilt attention runs/vit/model --image digit.png --out map.png\n"
+        '  vilt attention runs/vqa/model --image shape.png --text "what color?" --out map.png\n'
+        '  vilt attention runs/vqa/model --image shape.png --text "what color?" --per-token '
+        "--out tokens.png",
     )
     p.add_argument("model", help="ViT or ViLT checkpoint directory (with its processor)")
-    p.add_argument("--image", required=True)
+    p.add_argument("--image", required=True, help="image file")
     p.add_argument("--text", default=None, help="the text paired with the image (ViLT)")
-    p.add_argument("--token", type=int, default=0, help="query position (0 = class token)")
+    p.add_argument(
+        "--token", type=int, default=0, help="ViLT: text position to look from (default 0 = [CLS])"
+    )
+    p.add_argument("--per-token", action="store_true", help="ViLT: one map per text token")
     p.add_argument("--out", required=True, help="output PNG")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vilt",
         description="Vision Transformers and ViLT: train, convert, embed, predict, inspect.",
         epilog=EXAMPLES,
@@ -119,68 +154,102 @@ def _run_predict(args) -> None:
         print(f"{prob:6.1%}  {answer}")
 
 
-def _read_lines(path: str) -> list[str]:
+def _read_lines(path: str, what: str) -> list[str]:
+    """One entry per line (a final newline ends the last line; it adds no entry)."""
     with open(path, encoding="utf-8") as fh:
-        return [line.rstrip("\n") for line in fh if line.strip()]
+        lines = fh.read().splitlines()
+    if what == "image":
+        blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
+        if blank:
+            raise ValueError(f"{path}, line {blank[0]}: empty image path")
+        base = Path(path).parent
+        return [str(base / line.strip()) for line in lines]  # an absolute line stays absolute
+    return lines
 
 
 def _read_pairs(path: str) -> tuple[list[str], list[str]]:
+    """(image paths, texts) from a JSONL or CSV file with 'image' and 'text' fields."""
     import csv
     import json
 
-    images, texts = [], []
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".csv", ".jsonl", ".json"):
+        raise ValueError(f"{path}: --pairs must be a .jsonl or .csv file")
     with open(path, encoding="utf-8", newline="") as fh:
-        if path.endswith(".csv"):
-            rows = list(csv.DictReader(fh))
+        if suffix == ".csv":
+            rows = [(n, row) for n, row in enumerate(csv.DictReader(fh), 2)]
         else:
             rows = []
             for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}, line {n}: not valid JSON ({err.msg})") from err
-    for n, row in enumerate(rows, 1):
-        if not isinstance(row, dict) or "image" not in row or "text" not in row:
-            raise ValueError(f"{path}, record {n}: needs 'image' and 'text' fields")
-        base = Path(path).parent
-        image = Path(row["image"])
-        images.append(str(image if image.is_absolute() else base / image))
-        texts.append(str(row["text"]))
+                if line.strip():
+                    try:
+                        rows.append((n, json.loads(line)))
+                    except json.JSONDecodeError as err:
+                        raise ValueError(f"{path}, line {n}: not valid JSON ({err.msg})") from None
+    images, texts = [], []
+    base = Path(path).parent
+    for n, row in rows:
+        fields = row if isinstance(row, dict) else {}
+        image, text = fields.get("image"), fields.get("text")
+        if not (isinstance(image, str) and image.strip() and isinstance(text, str)):
+            raise ValueError(f"{path}, line {n}: needs an 'image' path and a 'text' string")
+        images.append(str(base / image.strip()))
+        texts.append(text)
     return images, texts
 
 
 def _run_embed(args) -> None:
     from .embedding import Embedder
 
+    out = Path(args.out)
+    if out.suffix not in (".safetensors", ".npy"):
+        raise ValueError(f"--out must end in .safetensors or .npy, got {out.name}")
+    if args.pairs and (args.images or args.texts):
+        raise ValueError("give either --pairs, or --images and --texts, not both")
     if args.pairs:
         images, texts = _read_pairs(args.pairs)
+        source = args.pairs
     elif args.images and args.texts:
-        images, texts = _read_lines(args.images), _read_lines(args.texts)
+        images, texts = _read_lines(args.images, "image"), _read_lines(args.texts, "text")
+        if len(images) != len(texts):
+            raise ValueError(
+                f"{args.images} has {len(images)} lines but {args.texts} has {len(texts)}"
+            )
+        source = args.images
     else:
         raise ValueError("give --pairs FILE, or --images FILE and --texts FILE")
+    if not images:
+        raise ValueError(f"{source}: no image-text pairs in the file")
     embedder = Embedder.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
-    vectors = embedder(images, texts)
-    out = Path(args.out)
+    vectors = embedder(images, texts).contiguous()
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npy":
-        import numpy as np
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}{out.suffix}")
+    try:  # written beside, then renamed: a half-written file never takes the name
+        if out.suffix == ".npy":
+            import numpy as np
 
-        np.save(out, vectors.numpy())
-    elif out.suffix == ".safetensors":
-        from safetensors.torch import save_file
+            np.save(tmp, vectors.numpy())
+        else:
+            from safetensors.torch import save_file
 
-        save_file({"embeddings": vectors.contiguous()}, str(out))
-    else:
-        raise ValueError(f"--out must end in .safetensors or .npy, got {out.name}")
+            save_file({"embeddings": vectors}, str(tmp), metadata={"model": str(args.model)})
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"wrote {tuple(vectors.shape)} embeddings to {out}")
 
 
 def _run_attention(args) -> None:
     from .predict import attention_map
 
-    path = attention_map(args.model, args.image, args.out, text=args.text, query=args.token)
+    path = attention_map(
+        args.model,
+        args.image,
+        args.out,
+        text=args.text,
+        query=args.token,
+        per_token=args.per_token,
+    )
     print(f"wrote {path}")
 
 
@@ -220,7 +289,10 @@ def _guard(action, debug: bool) -> int:
     except Exception as err:
         if debug:
             raise
-        print(f"vilt: error: {type(err).__name__}: {err}", file=sys.stderr)
+        message = " ".join(str(err).split()) or type(err).__name__
+        if not isinstance(err, ValueError | TypeError | OSError):  # a surprise: say what kind
+            message = f"{type(err).__name__}: {message}"
+        print(f"vilt: error: {message} (--debug shows the traceback)", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0
 
