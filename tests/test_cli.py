@@ -117,8 +117,8 @@ def test_embed_pairs_files_to_safetensors_and_npy(capsys, ckpts, tmp_path, monke
     torch.testing.assert_close(
         load_file("e.safetensors")["embeddings"], expected, rtol=0, atol=1e-5
     )
-    # CSV (a text with a comma, quoted) -> .npy
-    with open(images[0].parent / "pairs.csv", "w", newline="") as fh:
+    # CSV as spreadsheets save it (a byte-order mark; a text with a comma, quoted) -> .npy
+    with open(images[0].parent / "pairs.csv", "w", newline="", encoding="utf-8-sig") as fh:
         fh.write(
             "image,text\n"
             + "".join(f'{p.name},"{t}, yes"\n' for p, t in zip(images, TEXTS, strict=True))

@@ -173,3 +173,32 @@ def test_training_curves_check_their_inputs_and_leave_the_backend_alone(tmp_path
         plot_training_curves(good, tmp_path / "c.png", labels=["x", "y"])
     with pytest.raises(ValueError, match="no numeric column accuracy"):
         plot_training_curves(good, tmp_path / "d.png", keys=["loss", "accuracy"])
+
+
+def test_heatmap_puts_each_patch_at_its_row_and_column():
+    from vilt.modeling.outputs import EncoderOutput
+
+    # a 2 x 4 grid; the class token attends only to patch (row 0, column 3) = token 1 + 3
+    attention = torch.zeros(1, 1, 9, 9)
+    attention[0, 0, :, 0] = 1.0
+    attention[0, 0, 0] = 0.0
+    attention[0, 0, 0, 4] = 1.0
+    vit_like = EncoderOutput(attentions=(attention,), text_length=0, grid_size=(2, 4))
+    expected = torch.zeros(2, 4)
+    expected[0, 3] = 1.0
+    torch.testing.assert_close(patch_heatmaps(vit_like)[0], expected)
+    # ViLT order: 2 text tokens, the image class token, then patches in any order
+    attention = torch.zeros(1, 1, 6, 6)
+    attention[0, 0, :, 0] = 1.0
+    attention[0, 0, 0] = 0.0
+    attention[0, 0, 0, 4] = 1.0  # the second image token, which holds patch 6 = (row 1, col 2)
+    vilt_like = EncoderOutput(
+        attentions=(attention,),
+        text_length=2,
+        grid_size=(2, 4),
+        patch_index=torch.tensor([[-1, 0, 6, 7]]),
+        attention_mask=torch.ones(1, 6, dtype=torch.long),
+    )
+    expected = torch.zeros(2, 4)
+    expected[1, 2] = 1.0
+    torch.testing.assert_close(patch_heatmaps(vilt_like)[0], expected)
