@@ -70,7 +70,8 @@ def check_pairs(images: Sequence[ImageLike], texts: Sequence[str]) -> None:
 class Embedder:
     """A ViLT model and its processor, ready to embed or score many image-text pairs.
 
-    ``device``: where to run (the model is moved there); None keeps the model where it is.
+    The model is put in eval mode. ``device``: where to run (the model is moved there); None
+    keeps the model where it is.
     ``progress``: show a progress bar (None: only for calls of more than 8 batches).
     """
 
