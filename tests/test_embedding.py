@@ -171,6 +171,10 @@ def test_errors_name_what_is_wrong(embedder, tmp_path):
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     with pytest.raises(ValueError, match=r"corrupt\.png"):
         embedder([corrupt], TEXTS[:1])
+    with pytest.raises(ValueError, match=r"image 1: .*NaN"):
+        embedder([pictures[0], np.full((8, 8, 3), np.nan)], TEXTS[:2])
+    with pytest.raises(TypeError, match="image 0: .*cannot read an image from dict"):
+        embedder([{"no": "image"}], TEXTS[:1])
     with pytest.raises(ValueError, match="batch_size"):
         embedder(pictures, TEXTS[:2], batch_size=0)
 

@@ -142,6 +142,8 @@ def test_bad_inputs_are_named(embedder):
         retrieval_recall(stub, [None] * 2, ["a", "b"], [0, 2])
     with pytest.raises(TypeError, match="not one string"):
         retrieval_recall(stub, [None] * 2, "ab")
+    with pytest.raises(TypeError, match="not a single image"):
+        retrieval_recall(stub, "image.png", ["a", "b"], [0, 0])
     with pytest.raises(ValueError, match="needs images and texts"):
         retrieval_recall(stub, [], [])
     with pytest.raises(ValueError, match="ks must be positive"):

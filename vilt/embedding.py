@@ -27,6 +27,7 @@ from .modeling import (
     ViltModel,
     load_model,
 )
+from .processing import ImageInputError
 
 ImageLike = Any  # PIL.Image.Image | str | os.PathLike | numpy.ndarray | torch.Tensor
 
@@ -55,14 +56,19 @@ def check_texts(texts: Sequence[str]) -> None:
             raise TypeError(f"text {i} is {type(text).__name__}, not a string")
 
 
-def check_pairs(images: Sequence[ImageLike], texts: Sequence[str]) -> None:
-    """One image per text, texts a list of strings: raise a clear error otherwise."""
-    check_texts(texts)
+def check_images(images: Sequence[ImageLike]) -> None:
+    """A list of images (or a 4-D array of them), not one image: a clear error otherwise."""
     single = isinstance(images, str | os.PathLike | Image.Image) or (
         isinstance(images, np.ndarray | torch.Tensor) and images.ndim < 4
     )
     if single:
         raise TypeError("images must be a list of images, one per text, not a single image")
+
+
+def check_pairs(images: Sequence[ImageLike], texts: Sequence[str]) -> None:
+    """One image per text, texts a list of strings: raise a clear error otherwise."""
+    check_texts(texts)
+    check_images(images)
     if len(images) != len(texts):
         raise ValueError(f"got {len(images)} images but {len(texts)} texts; pass one per pair")
 
@@ -235,8 +241,10 @@ class Embedder:
     def _preprocess(self, image: ImageLike, index: int) -> torch.Tensor:
         try:
             return self.processor.image_processor.preprocess_one(image, normalize=False)
-        except (ValueError, TypeError) as err:
-            raise type(err)(f"image {index}: {err}") from None
+        except ImageInputError as err:  # the message names the file; add the position
+            raise ImageInputError(f"image {index}: {err}") from None
+        except TypeError as err:  # not an image at all
+            raise TypeError(f"image {index}: {err}") from None
 
     def __repr__(self) -> str:
         return (

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .config import _pair
-from .embedding import Embedder, ImageLike, check_texts
+from .embedding import Embedder, ImageLike, check_images, check_texts
 
 __all__ = ["RetrievalResult", "rank_by_scores", "rerank", "retrieval_recall"]
 
@@ -114,6 +114,7 @@ def _check_inputs(
     ks: Sequence[int],
 ) -> list[int]:
     check_texts(texts)
+    check_images(images)
     if len(images) == 0 or len(texts) == 0:
         raise ValueError(f"retrieval needs images and texts, got {len(images)} and {len(texts)}")
     if not ks or any(int(k) < 1 for k in ks):
