@@ -63,6 +63,8 @@ def test_unresolvable_hub_name_fails_fast_in_one_line(offline_cache):
     assert time.monotonic() - start < 5
     assert "\n" not in message
     assert "someone/no-such-vilt" in message and "local checkpoint directory" in message
+    # the download command it suggests is the one huggingface_hub installs (`hf`)
+    assert "`hf download someone/no-such-vilt --local-dir DIR`" in message
 
 
 def test_hub_name_resolves_from_the_local_cache(offline_cache, perturb):

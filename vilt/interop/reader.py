@@ -103,7 +103,7 @@ def resolve(path_or_name: str | os.PathLike) -> Path | None:
     raise CheckpointError(
         f"{name}: not a local path, and as a hub name it cannot be resolved ({reason}); "
         f"pass a local checkpoint directory instead, e.g. one made with "
-        f"`huggingface-cli download {name} --local-dir DIR` on a machine with network"
+        f"`hf download {name} --local-dir DIR` on a machine with network"
     )
 
 
