@@ -81,8 +81,11 @@ def tf_vit(cls_name: str, **config):
     return getattr(transformers, cls_name)(config)
 
 
+LABELS = {0: "no", 1: "yes", 2: "maybe"}
+
+
 def tf_vilt(cls_name: str, **config):
-    config = transformers.ViltConfig(**config, num_labels=3)
+    config = transformers.ViltConfig(**config, id2label=LABELS)
     if cls_name == "ViltForImagesAndTextClassification":
         config.num_images = 2
         config.modality_type_vocab_size = max(3, config.modality_type_vocab_size)
@@ -149,14 +152,15 @@ def test_vit_interpolated_positions_match(tmp_path, perturb):
 
 
 @pytest.mark.parametrize("cls_name", ["ViTModel", "ViTForImageClassification"])
-def test_vit_to_transformers(cls_name, tmp_path, perturb):
+@pytest.mark.parametrize("name", list(VIT_CONFIGS))
+def test_vit_to_transformers(name, cls_name, tmp_path, perturb):
     labels = {0: "cat", 1: "dog", 2: "bird"}
-    config = vilt.ViTConfig(**VIT_CONFIGS["d48-l3-h3-p4-eps6-gelu_new"], id2label=labels)
+    config = vilt.ViTConfig(**VIT_CONFIGS[name], id2label=labels)
     model = perturb(getattr(vilt, cls_name)(config))
     model.save_pretrained(tmp_path, format="transformers")
     ref = getattr(transformers, cls_name).from_pretrained(tmp_path, attn_implementation="eager")
     assert ref.config.id2label == labels and ref.config.label2id == {"cat": 0, "dog": 1, "bird": 2}
-    x = torch.randn(2, 3, 24, 24)
+    x = torch.randn(2, 3, config.image_size, config.image_size)
     with torch.no_grad():
         a = ref.eval()(x, output_hidden_states=True, output_attentions=True)
         b = model(pixel_values=x, output_hidden_states=True, output_attentions=True)
@@ -197,6 +201,7 @@ def test_vilt_from_transformers(name, tf_name, vilt_name, tmp_path, perturb):
     ref.save_pretrained(tmp_path)
     model = vilt.load_model(tmp_path).eval()
     assert type(model).__name__ == vilt_name
+    assert model.config.id2label == LABELS
     a, b, inputs = run_both(ref, model, config, tf_name)
     if inputs["pixel_values"].ndim == 4:
         t = inputs["input_ids"].shape[1]
@@ -239,17 +244,28 @@ def test_nlvr2_hidden_states_per_image(tmp_path, perturb, raster_order):
 
 
 @pytest.mark.parametrize(("tf_name", "vilt_name"), VILT_CLASSES)
-def test_vilt_to_transformers(tf_name, vilt_name, tmp_path, perturb, raster_order):
-    config = VILT_CONFIGS["d48-l1-h6-p16-mod3-eps6"]
-    labels = {0: "no", 1: "yes", 2: "maybe"}
-    model = perturb(getattr(vilt, vilt_name)(vilt.ViltConfig(**config, id2label=labels)))
+@pytest.mark.parametrize("name", list(VILT_CONFIGS))
+def test_vilt_to_transformers(name, tf_name, vilt_name, tmp_path, perturb, raster_order):
+    config = VILT_CONFIGS[name]
+    labels = {0: "cat", 1: "dog", 2: "bird"}
+    options = {"id2label": labels}
+    if vilt_name == "ViltForImagesAndTextClassification":
+        options |= {"num_images": 2, "modality_type_vocab_size": 3}
+    model = perturb(getattr(vilt, vilt_name)(vilt.ViltConfig(**config | options)))
     model.save_pretrained(tmp_path, format="transformers")
-    ref = getattr(transformers, tf_name).from_pretrained(tmp_path).eval()
+    ref = getattr(transformers, tf_name).from_pretrained(tmp_path, attn_implementation="eager")
     if tf_name in ("ViltForQuestionAnswering", "ViltForImagesAndTextClassification"):
         assert ref.config.id2label == labels
-    a, b, inputs = run_both(ref, model, config, tf_name)
-    if inputs["pixel_values"].ndim == 4:
+    assert vilt.load_model(tmp_path).config.id2label == labels  # and back again
+    images = 2 if tf_name == "ViltForImagesAndTextClassification" else 1
+    inputs = vilt_inputs(config, images=images)
+    with torch.no_grad():
+        a = ref.eval()(**inputs, output_hidden_states=True, output_attentions=True)
+        b = model(**inputs, output_hidden_states=True, output_attentions=True)
+    close(_head_output(a, tf_name), _head_output(b, tf_name))
+    if images == 1:
         all_close(a.hidden_states, b.hidden_states)
+        all_close(a.attentions, b.attentions)
 
 
 def test_pretraining_model_exports_its_mlm_half(tmp_path, perturb):
