@@ -418,3 +418,50 @@ def test_fused_adamw_on_request():
     assert fused.defaults["fused"] is True
     default = build_optimizer(model, TrainingConfig())
     assert default.defaults["foreach"] is True and not default.defaults.get("fused")
+
+
+# -- mixed precision -------------------------------------------------------------------------------
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one mixed precision per process (AcceleratorState); a test that needs
+    another starts without that state and leaves none behind."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield AcceleratorState._reset_state
+    AcceleratorState._reset_state()
+
+
+def test_mixed_precision_follows_the_launcher_unless_set(
+    tmp_path, monkeypatch, fresh_accelerate_state
+):
+    # what `accelerate launch --mixed_precision bf16` (or an accelerate config) sets
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    trainer = make_trainer(tmp_path / "launcher", max_steps=2)
+    assert trainer.config.mixed_precision is None
+    assert trainer.train()["mixed_precision"] == "bf16"
+    fresh_accelerate_state()
+    forced = make_trainer(tmp_path / "forced", max_steps=2, mixed_precision="no")
+    assert forced.train()["mixed_precision"] == "no"
+
+
+def test_bf16_trains_and_resumes_exactly(tmp_path, fresh_accelerate_state):
+    options = {"epochs": 2, "mixed_precision": "bf16"}
+    seen = []
+
+    def logits_dtype(trainer, record):  # draws nothing from the random state
+        model = trainer.model.eval()
+        with torch.no_grad(), trainer.accelerator.autocast():
+            seen.append(model(pixel_values=torch.ones(1, 3, 16, 16)).logits.dtype)
+        model.train()
+
+    reference = make_trainer(tmp_path / "ref", **options, callbacks=[logits_dtype])
+    results = reference.train()
+    assert results["mixed_precision"] == "bf16" and math.isfinite(results["metrics"]["train_loss"])
+    assert set(seen) == {torch.bfloat16}  # the forward runs in bf16
+    assert all(v.dtype == torch.float32 for v in weights(reference).values())  # master weights
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(tmp_path / "run", **options, callbacks=[interrupt_at(5)]).train()
+    resumed = make_trainer(tmp_path / "run", **options, resume=True)
+    resumed.train()
+    assert max_diff(weights(reference), weights(resumed)) < 1e-6

@@ -20,9 +20,10 @@ def uses_tensorboard(config: TrainingConfig) -> bool:
 
 
 def build_accelerator(config: TrainingConfig) -> Accelerator:
-    """Mixed precision, gradient accumulation, TensorBoard (when installed) under
-    ``output_dir``, torch.compile on request; DDP over gloo when torchrun starts several
-    processes on a machine without GPUs."""
+    """Mixed precision (the config's, else the launcher's: ``accelerate launch
+    --mixed_precision`` or an accelerate config), gradient accumulation, TensorBoard (when
+    installed) under ``output_dir``, torch.compile on request; DDP over gloo when torchrun
+    starts several processes on a machine without GPUs."""
     return Accelerator(
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.grad_accum_steps,

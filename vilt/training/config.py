@@ -37,7 +37,8 @@ class TrainingConfig:
     min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
     grad_accum_steps: int = 1
     max_grad_norm: float | None = 1.0  # None or 0: no clipping
-    mixed_precision: str = "no"  # no | fp16 | bf16
+    # no | fp16 | bf16; None: what the launcher or accelerate config says (else no)
+    mixed_precision: str | None = None
     seed: int = 0
     log_every: int = 10
     eval_every: int | None = None  # None: evaluate at the end only
@@ -72,10 +73,10 @@ class TrainingConfig:
         _check(self.num_workers >= 0, "num_workers", self.num_workers)
         _check(self.schedule in SCHEDULES, "schedule", self.schedule, f"one of {SCHEDULES}")
         _check(
-            self.mixed_precision in PRECISIONS,
+            self.mixed_precision is None or self.mixed_precision in PRECISIONS,
             "mixed_precision",
             self.mixed_precision,
-            f"one of {PRECISIONS}",
+            f"None or one of {PRECISIONS}",
         )
         _check(self.on_nonfinite in NONFINITE, "on_nonfinite", self.on_nonfinite, str(NONFINITE))
         if self.max_grad_norm == 0:
