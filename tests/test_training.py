@@ -175,6 +175,52 @@ def test_training_lowers_loss_and_writes_metrics_results_model(tmp_path):
     assert max_diff(weights(trainer), reloaded.state_dict()) == 0.0
 
 
+def test_progress_bar_shows_loss_lr_and_throughput_on_the_main_process(tmp_path, monkeypatch):
+    bars = []
+
+    class Bar:
+        def __init__(self, **options):
+            self.options, self.updates, self.postfix = options, 0, {}
+            bars.append(self)
+
+        def update(self, n):
+            self.updates += n
+
+        def set_postfix(self, **values):
+            self.postfix = values
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr("vilt.training.trainer.tqdm", Bar)
+    trainer = make_trainer(tmp_path, max_steps=4, log_every=2)
+    trainer.train()
+    (bar,) = bars
+    assert bar.options["total"] == 4 and bar.updates == 4
+    assert bar.options["disable"] is False  # shown: this is the (local) main process
+    assert set(bar.postfix) == {"loss", "lr", "sps"}
+    last = read_rows(tmp_path / "metrics.csv")[-1]
+    assert float(bar.postfix["loss"]) == pytest.approx(float(last["loss"]), rel=1e-3)
+
+
+def test_tensorboard_through_accelerate_when_installed(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    make_trainer(tmp_path / "on", max_steps=4, log_every=2, eval_n=5, tensorboard=True).train()
+    (events,) = (tmp_path / "on").glob("vilt/events.out.tfevents.*")
+    logged = EventAccumulator(str(events.parent))
+    logged.Reload()
+    assert {"loss", "lr", "samples_per_s", "eval_accuracy"} <= set(logged.Tags()["scalars"])
+    rows = read_rows(tmp_path / "on" / "metrics.csv")
+    assert [(e.step, e.value) for e in logged.Scalars("loss")] == [
+        (int(r["step"]), pytest.approx(float(r["loss"]), rel=1e-4)) for r in rows
+    ]
+    monkeypatch.setattr("vilt.training.accel.is_tensorboard_available", lambda: False)
+    make_trainer(tmp_path / "off", max_steps=2, tensorboard=True).train()  # not installed
+    assert not list((tmp_path / "off").rglob("events.out.tfevents.*"))
+
+
 def test_checkpoint_rotation_keeps_last_k(tmp_path):
     make_trainer(tmp_path, epochs=1, save_every=2, keep_last=3).train()
     kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
@@ -297,6 +343,26 @@ def test_gradient_accumulation_matches_larger_batch(tmp_path):
     accum.train()
     assert accum.state.global_step == big.state.global_step == 8
     assert max_diff(weights(big), weights(accum)) < 1e-5
+
+
+@pytest.mark.parametrize("max_norm", [0.05, None])
+def test_gradients_are_clipped_before_each_step(tmp_path, max_norm):
+    trainer = make_trainer(tmp_path, max_steps=6, max_grad_norm=max_norm)
+    norms = []
+
+    def record_norm(optimizer, args, kwargs):
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+
+    trainer.optimizer.optimizer.register_step_pre_hook(record_norm)
+    trainer.train()
+    assert len(norms) == 6
+    if max_norm is None:
+        assert max(norms) > 0.05
+    else:
+        assert max(norms) <= max_norm * (1 + 1e-4)  # the norm the optimizer saw
+        logged = [float(r["grad_norm"]) for r in read_rows(tmp_path / "metrics.csv")]
+        assert min(logged) > max_norm  # metrics.csv: the norm before clipping
 
 
 class NaNAt(ToyImages):
