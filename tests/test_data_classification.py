@@ -1,13 +1,22 @@
 """Image classification data: the digits default, imagefolder directories, in-memory
 datasets, streaming, and bad images."""
 
+import threading
+
 import datasets
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from vilt.data import DataError, ImageError, collate_classification, load_classification
+from vilt.data import (
+    ClassificationDataset,
+    DataError,
+    ImageError,
+    collate_classification,
+    load_classification,
+)
+from vilt.data.classification import ClassRecord
 
 
 def _imagefolder(root, splits=("train", "test"), classes=("cat", "dog"), n=2):
@@ -175,3 +184,74 @@ def test_vit_pipeline_feeds_the_model():
     )
     config = ViTConfig.from_preset("vit-test", num_labels=ds.num_labels, id2label=ds.id2label)
     assert torch.isfinite(ViTForImageClassification(config)(**batch).loss)
+
+
+# ---- skips are counted once per record, however often and wherever the record is met ------------
+
+
+def _records_with_bad(bad=(2,), n=6):
+    records = [
+        ClassRecord(np.full((4, 4), 20 * i, np.uint8), i, f"image {i}", label=i % 2)
+        for i in range(n)
+    ]
+    for i in bad:
+        records[i] = ClassRecord(b"not an image", i, f"image {i}", label=0)
+    return ClassificationDataset(records, id2label={0: "a", 1: "b"}, skip_bad=True)
+
+
+def _in_lockstep(datasets_of_processes):
+    """skip_counts of each process's copy of a data set, with an all_reduce between them as a
+    distributed run has it (threads and a barrier stand in for the processes)."""
+    n = len(datasets_of_processes)
+    barrier, slots, results = threading.Barrier(n), [None] * n, [None] * n
+
+    def process(rank):
+        def all_reduce(tensor, op):
+            slots[rank] = tensor.clone()
+            barrier.wait()
+            stacked = torch.stack(slots)
+            out = stacked.sum(0) if op == "sum" else stacked.max(0).values
+            barrier.wait()
+            return out
+
+        results[rank] = datasets_of_processes[rank].skip_counts(all_reduce)
+
+    threads = [threading.Thread(target=process, args=(rank,)) for rank in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_skip_counts_once_per_record_across_epochs_and_processes():
+    one = _records_with_bad()
+    for _epoch in range(3):
+        assert sum(one[i] is None for i in range(len(one))) == 1
+    assert one.skip_counts() == {"corrupt_image": 1}
+    # two processes, each with its own copy: both meet record 2 (in different epochs, shards
+    # change), only the second meets record 4
+    first, second = _records_with_bad((2, 4)), _records_with_bad((2, 4))
+    assert first[2] is None and second[2] is None and second[4] is None
+    assert _in_lockstep([first, second]) == [{"corrupt_image": 2}] * 2
+
+
+def test_stream_skips_counted_once_across_epochs():
+    images = [Image.new("RGB", (4, 4)), Image.new("RGB", (4, 4))]
+    data = datasets.Dataset.from_dict(
+        {"image": images, "label": [0, 1]},
+        features=datasets.Features(
+            {"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y"])}
+        ),
+    )
+    bad = {"bytes": b"not an image", "path": None}
+    data = data.cast_column("image", datasets.Image(decode=False))
+    data = datasets.concatenate_datasets(
+        [data, datasets.Dataset.from_dict({"image": [bad], "label": [0]}, features=data.features)]
+    )
+    stream = load_classification(data, streaming=True, skip_bad=True)
+    for epoch in range(2):
+        stream.set_epoch(epoch)
+        assert len(list(stream)) == 2
+    assert stream.skip_counts() == {"corrupt_image": 1}
+    assert _in_lockstep([stream, stream]) == [{"corrupt_image": 2}] * 2  # each read its own rows

@@ -23,7 +23,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import SKIP_REASONS, DataError, ImageError, SkipCounter, skip_or_raise
+from .errors import (
+    SKIP_REASONS,
+    AllReduce,
+    DataError,
+    ImageError,
+    SkipCounter,
+    counts_by_reason,
+    skip_or_raise,
+)
 from .images import load_image
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
@@ -92,6 +100,24 @@ class RecordDataset(torch.utils.data.Dataset):
 
     def encode(self, record: Any, index: int) -> dict[str, Any]:
         raise NotImplementedError
+
+    def skip_counts(self, all_reduce: AllReduce | None = None) -> dict[str, int]:
+        """Records skipped so far by reason, each counted once ({} without skip_bad).
+
+        In a distributed run every process holds its own copy of the data set and may meet
+        the same bad record in another epoch: pass ``all_reduce(tensor, op)`` ("sum" or "max"
+        over the processes, e.g. accelerate's ``reduce``) and every process gets the run's
+        counts. Records left out while loading are counted once, as every process loads them."""
+        if self.skips is None:
+            return {}
+        totals = self.skips.as_tensor()
+        if all_reduce is not None:
+            # the counter holds load-time skips plus this process's marked records; swap the
+            # latter for the records any process marked
+            marks, n = self._skipped.long(), len(SKIP_REASONS) + 1
+            merged = all_reduce(marks, "max").cpu()
+            totals = totals - marks.bincount(minlength=n)[1:] + merged.bincount(minlength=n)[1:]
+        return counts_by_reason(totals)
 
     def decode(self, record: ImageRecord) -> torch.Tensor:
         """Decode and transform one record's image (no cache)."""

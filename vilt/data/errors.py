@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ _REASON_TEXT = {
     "answer_not_in_vocab": "no answer in the vocabulary",
     "bad_record": "malformed record",
 }
+# all_reduce(tensor, op) over the processes of a distributed run, op "sum" or "max"
+AllReduce = Callable[[torch.Tensor, str], torch.Tensor]
 _MAX_WORKERS = 64  # one row of counts per DataLoader worker (row 0: the main process)
 _LOGGED_PER_REASON = 5
 
@@ -97,8 +100,7 @@ class SkipCounter:
 
     def counts(self) -> dict[str, int]:
         """Skips so far by reason, summed over all processes; reasons with none are left out."""
-        total = self._counts.sum(dim=0).tolist()
-        return {r: int(n) for r, n in zip(SKIP_REASONS, total, strict=True) if n}
+        return counts_by_reason(self.as_tensor())
 
     def as_tensor(self) -> torch.Tensor:
         """(len(SKIP_REASONS),) counts, e.g. to sum over ranks with ``all_reduce``."""
@@ -110,15 +112,24 @@ class SkipCounter:
 
     def summary(self) -> str:
         """One line for the end of a run, e.g. 'skipped 3 records: 2 missing image file, ...'."""
-        counts = self.counts()
-        if not counts:
-            return "skipped 0 records"
-        parts = ", ".join(f"{n} {_REASON_TEXT[r]}" for r, n in counts.items())
-        n = sum(counts.values())
-        return f"skipped {n} record{'s' if n != 1 else ''}: {parts}"
+        return describe_skips(self.counts())
 
     def __repr__(self) -> str:
         return f"SkipCounter({self.counts()})"
+
+
+def counts_by_reason(totals: torch.Tensor) -> dict[str, int]:
+    """(len(SKIP_REASONS),) counts -> {reason: count}, reasons with none left out."""
+    return {r: int(n) for r, n in zip(SKIP_REASONS, totals.tolist(), strict=True) if n}
+
+
+def describe_skips(counts: dict[str, int]) -> str:
+    """'skipped 3 records: 2 missing image file, 1 corrupt image' for ``counts`` by reason."""
+    if not counts:
+        return "skipped 0 records"
+    parts = ", ".join(f"{n} {_REASON_TEXT[r]}" for r, n in counts.items())
+    n = sum(counts.values())
+    return f"skipped {n} record{'s' if n != 1 else ''}: {parts}"
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -19,7 +19,7 @@ import datasets
 import torch
 
 from .base import RecordDataset
-from .errors import DataError, skip_or_raise
+from .errors import AllReduce, DataError, counts_by_reason, skip_or_raise
 
 __all__ = ["StreamingDataset"]
 
@@ -48,16 +48,28 @@ class StreamingDataset(torch.utils.data.IterableDataset):
         self.rows = rows
         self.to_record = to_record
         self.encoder = encoder
+        # shared with DataLoader workers: only the first pass counts the rows it skips
+        self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
 
     def __getattr__(self, name: str) -> Any:
         # task attributes (id2label, vocab, skips, ...) come from the encoder
-        if name in ("rows", "to_record", "encoder"):
+        if name in ("rows", "to_record", "encoder", "_epoch"):
             raise AttributeError(name)
         return getattr(self.encoder, name)
 
     def set_epoch(self, epoch: int) -> None:
+        self._epoch[0] = epoch
         if hasattr(self.rows, "set_epoch"):
             self.rows.set_epoch(epoch)
+
+    def skip_counts(self, all_reduce: AllReduce | None = None) -> dict[str, int]:
+        """Rows skipped by reason, counted on the first pass over the stream (later epochs
+        meet the same rows). ``all_reduce``: sums the processes' counts in a distributed run,
+        where each process reads its own rows."""
+        if self.encoder.skips is None:
+            return {}
+        totals = self.encoder.skips.as_tensor()
+        return counts_by_reason(totals if all_reduce is None else all_reduce(totals, "sum").cpu())
 
     def _worker_rows(self) -> Iterator[tuple[int, dict]]:
         info = torch.utils.data.get_worker_info()
@@ -68,8 +80,10 @@ class StreamingDataset(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         skips = self.encoder.skips
+        first_pass = int(self._epoch[0]) == 0
         for n, row in self._worker_rows():
             try:
                 yield self.encoder.encode(self.to_record(row, n), n)
             except DataError as err:
-                skip_or_raise(err, skips)
+                if skips is None or first_pass:
+                    skip_or_raise(err, skips)
