@@ -12,6 +12,7 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -44,6 +45,18 @@ class ToyImages(torch.utils.data.Dataset):
         return {"pixel_values": self.images[i], "labels": self.labels[i]}
 
 
+class SkipAt(ToyImages):
+    """ToyImages whose items at ``bad`` were skipped as bad records (None), as vilt's data sets
+    with skip_bad=True return them."""
+
+    def __init__(self, n: int, seed: int, bad=()) -> None:
+        super().__init__(n, seed)
+        self.bad = set(bad)
+
+    def __getitem__(self, i: int):
+        return None if i in self.bad else super().__getitem__(i)
+
+
 def tiny_model(dropout: float = 0.1) -> vilt.ViTForImageClassification:
     config = vilt.ViTConfig.from_preset(
         "vit-test", image_size=16, patch_size=8, num_labels=3, hidden_dropout_prob=dropout
@@ -57,14 +70,27 @@ def config_for(out: Path, **options) -> TrainingConfig:
     return TrainingConfig(output_dir=str(out), **{**defaults, **options})
 
 
-def make_trainer(out: Path, *, dropout: float = 0.1, callbacks=(), eval_n=None, **options):
+def make_trainer(
+    out: Path,
+    *,
+    dropout: float = 0.1,
+    callbacks=(),
+    eval_n=None,
+    eval_bad=(),
+    train_bad=(),
+    **options,
+):
+    """A Trainer of the tiny model on ToyImages; ``*_bad``: items skipped as bad records."""
     config = config_for(out, **options)
-    eval_data = ToyImages(eval_n, seed=1) if eval_n else None
+    eval_data = SkipAt(eval_n, seed=1, bad=eval_bad) if eval_n else None
+    drop_skipped = vilt.data.ClassificationCollator()
     return Trainer(
         tiny_model(dropout),
         config,
-        train_dataset=ToyImages(),
+        train_dataset=SkipAt(64, seed=0, bad=train_bad),
         eval_dataset=eval_data,
+        collate_fn=drop_skipped if train_bad else None,
+        eval_collate_fn=drop_skipped if eval_bad else None,
         callbacks=callbacks,
     )
 
@@ -384,6 +410,45 @@ def test_nonfinite_loss_stops_with_the_step_or_skips(tmp_path):
     results = trainer.train()
     assert results["skipped_batches"] == 1 and results["steps"] == 8
     assert all(torch.isfinite(v).all() for v in weights(trainer).values())
+
+
+def test_skipped_records_are_reported_at_the_end(tmp_path, capsys):
+    from vilt.data import ClassificationCollator, ClassificationDataset
+    from vilt.data.classification import ClassRecord
+    from vilt.processing import ViTImageProcessor
+
+    rng = np.random.default_rng(0)
+    records = [
+        ClassRecord(rng.integers(0, 256, (16, 16, 3), np.uint8), i, f"image {i}", label=i % 3)
+        for i in range(24)
+    ]
+    records[5] = ClassRecord(b"not an image", 5, "image 5", label=0)
+    train = ClassificationDataset(
+        records,
+        id2label={0: "a", 1: "b", 2: "c"},
+        skip_bad=True,
+        transform=ViTImageProcessor(size=16).preprocess_one,
+    )
+    config = config_for(tmp_path, epochs=3)
+    trainer = Trainer(
+        tiny_model(), config, train_dataset=train, collate_fn=ClassificationCollator()
+    )
+    results = trainer.train()
+    assert results["data_skips"] == {"train": {"corrupt_image": 1}}  # met 3 times, counted once
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["data_skips"] == results["data_skips"]
+    assert "train data: skipped 1 record: 1 corrupt image" in capsys.readouterr().out
+
+
+def test_a_skipped_batch_does_not_carry_the_run_into_another_epoch(tmp_path):
+    seen = []
+    trainer = make_trainer(
+        tmp_path, epochs=2, shuffle=False, train_bad=range(8, 16),  # the whole second batch
+        callbacks=[lambda t, r: seen.append(r["epoch"])],
+    )  # fmt: skip
+    results = trainer.train()
+    assert results["steps"] == 14 and results["epochs"] == 2.0  # 7 batches an epoch
+    assert max(seen) <= 2.0
 
 
 # -- pieces ------------------------------------------------------------------------------------------

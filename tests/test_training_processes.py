@@ -53,8 +53,24 @@ def launch(tmp_path: Path, out: Path, options: dict, *, prefix: list[str] | None
     env = {**os.environ, "TQDM_DISABLE": "1"}
     cmd = [*(prefix or [sys.executable]), str(script), str(out), json.dumps(options)]
     return subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        start_new_session=True,  # its own process group, to end torchrun's workers too
     )
+
+
+def run_to_end(proc: subprocess.Popen, timeout: float = 120.0) -> str:
+    """The output of a launched run; a run still going after ``timeout`` is killed (with
+    every process it started) and fails the test."""
+    try:
+        return proc.communicate(timeout=timeout)[0].decode()
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output = proc.communicate()[0].decode()
+        raise AssertionError(f"the run did not end in {timeout} s:\n{output[-3000:]}") from None
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, root: Path, timeout: float = 40.0) -> Path:
@@ -114,10 +130,12 @@ def test_sigterm_checkpoints_and_exits_with_143(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
 def test_two_processes_train_like_one_and_score_each_sample_once(tmp_path):
-    options = {"epochs": 1, "dropout": 0.0, "eval_n": 21, "eval_every": 4, "save_every": 8}
+    # items 3 and 20 of the evaluation data were skipped as bad: the processes' batches differ
+    options = {"epochs": 1, "dropout": 0.0, "eval_n": 21, "eval_bad": [3, 20], "eval_every": 4,
+               "save_every": 8}  # fmt: skip
     prefix = ["torchrun", "--standalone", "--nproc_per_node", "2"]  # --standalone: a free port
     proc = launch(tmp_path, tmp_path / "ddp", {**options, "batch_size": 4}, prefix=prefix)
-    output = proc.communicate(timeout=120)[0].decode()
+    output = run_to_end(proc)
     assert proc.returncode == 0, output
     single = make_trainer(tmp_path / "one", **options, batch_size=8)
     single.train()
@@ -127,12 +145,36 @@ def test_two_processes_train_like_one_and_score_each_sample_once(tmp_path):
     for a, b in zip(ddp_rows, one_rows, strict=True):
         assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-4, abs=1e-5)
     results = json.loads((tmp_path / "ddp" / "results.json").read_text())
-    assert results["world_size"] == 2 and results["metrics"]["eval_samples"] == 21
+    assert results["world_size"] == 2 and results["metrics"]["eval_samples"] == 19
     one = json.loads((tmp_path / "one" / "results.json").read_text())["metrics"]
     assert results["metrics"]["eval_accuracy"] == pytest.approx(one["eval_accuracy"])
-    # eval_loss is not compared: the padded last batch's mean loss includes repeated samples
+    assert results["metrics"]["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
     ddp_weights = load_file(str(tmp_path / "ddp" / "model.safetensors"))
     assert max_diff(ddp_weights, weights(single)) < 1e-5
     checkpoint = latest_checkpoint(tmp_path / "ddp" / "checkpoints")
     assert (checkpoint / "rng_0.json").is_file() and (checkpoint / "rng_1.json").is_file()
     assert (checkpoint / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
+def test_a_batch_skipped_on_one_process_is_skipped_on_all(tmp_path):
+    # batches of 2 in order: process 0's second batch holds items 4 and 5, both bad; process
+    # 1's (items 6, 7) is dropped with it, so the processes stay in step
+    options = {"epochs": 1, "dropout": 0.0, "shuffle": False}
+    prefix = ["torchrun", "--standalone", "--nproc_per_node", "2"]
+    ddp = {**options, "batch_size": 2, "train_bad": [4, 5]}
+    proc = launch(tmp_path, tmp_path / "ddp", ddp, prefix=prefix)
+    output = run_to_end(proc)
+    assert proc.returncode == 0, output
+    single = make_trainer(tmp_path / "one", **options, batch_size=4, train_bad=[4, 5, 6, 7])
+    single.train()
+    results = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert results["steps"] == single.state.global_step == 15
+    ddp_rows = read_rows(tmp_path / "ddp" / "metrics.csv")
+    one_rows = read_rows(tmp_path / "one" / "metrics.csv")
+    for a, b in zip(ddp_rows, one_rows, strict=True):
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-4, abs=1e-5)
+    # Adam's steps are about lr = 1e-3 each: a step on other data would differ by that much
+    ddp_weights = load_file(str(tmp_path / "ddp" / "model.safetensors"))
+    assert max_diff(ddp_weights, weights(single)) < 1e-4

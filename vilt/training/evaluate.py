@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
+from torch.nn.parallel import DistributedDataParallel
 
 from .metrics import Metric, loss_rows
 
@@ -49,34 +51,59 @@ def evaluate(
     output's losses (``loss``, ``itm_loss``, ...), each metric, and ``samples`` (how many
     samples were scored, across all processes, each once).
 
-    Every metric's per-sample rows are gathered with ``accelerator.gather_for_metrics``,
-    which drops the samples that even out the last batches of an uneven split, so metrics
-    count each sample once. Losses are batch means weighted by batch size; on an uneven
-    split the last padded batch's mean also covers its repeated samples. Every process must
-    see the same number of batches (a collator's None batch on one process only would hang
-    the gathering)."""
+    Under DDP each process scores its own share of a map-style data set, read without the
+    repeated samples that would even out the last batches, and the sums are added up once at
+    the end: every sample counts once (losses too: batch means weighted by batch size), and
+    the processes' batches may differ in size or number (items skipped as bad). Elsewhere
+    (FSDP, DeepSpeed, streams dispatched from the main process) the rows are gathered batch
+    by batch with ``gather_for_metrics``, which drops the repeated samples but needs every
+    process to see batches of the same size."""
     was_training = model.training
     model.eval()
+    sampler = getattr(loader, "batch_sampler", None)
+    uneven = (
+        accelerator.num_processes > 1
+        and hasattr(sampler, "even_batches")
+        and accelerator.distributed_type.value.startswith("MULTI_")
+    )
+    # the module inside DDP: no collective (buffer sync) in a forward that other processes,
+    # whose shares hold fewer batches, do not make
+    forward = model.module if uneven and isinstance(model, DistributedDataParallel) else model
     sums: dict[str, torch.Tensor] = {}
-    samples = 0
     try:
+        if uneven:
+            even, sampler.even_batches = sampler.even_batches, False
         for batch in loader:
             if batch is None:
                 continue
             inputs, meta = split_batch(batch)
-            output = model(**inputs)
+            output = forward(**inputs)
             n = batch_size_of(inputs)
             rows = loss_rows(output, n)
             for name, metric in (metrics or {}).items():
                 rows[name] = metric(output, inputs, meta)
             rows["_count"] = torch.ones(n, 2, device=accelerator.device)
-            gathered = accelerator.gather_for_metrics(rows)
-            samples += int(gathered.pop("_count").shape[0])
-            for name, value in gathered.items():
+            if not uneven:
+                rows = accelerator.gather_for_metrics(rows)
+            for name, value in rows.items():
                 total = value.detach().double().sum(0).cpu()
                 sums[name] = sums[name] + total if name in sums else total
     finally:
+        if uneven:
+            sampler.even_batches = even
         model.train(was_training)
+    if uneven:
+        sums = _sum_over_processes(accelerator, sums)
+    samples = int(sums.pop("_count")[0]) if "_count" in sums else 0
     out = {prefix + name: float(v[0] / v[1]) for name, v in sums.items() if v[1] > 0}
     out[prefix + "samples"] = samples
     return out
+
+
+def _sum_over_processes(accelerator: Any, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each name's (value, weight) sums added up over the processes (a process whose share
+    had no batch knows no names: the names are gathered first)."""
+    names = sorted(set(gather_object(sorted(sums))))
+    local = torch.stack([sums.get(n, torch.zeros(2, dtype=torch.float64)) for n in names])
+    total = accelerator.reduce(local.to(accelerator.device), reduction="sum").cpu()
+    return dict(zip(names, total, strict=True))

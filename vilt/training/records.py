@@ -1,5 +1,6 @@
 """What a run leaves behind besides checkpoints: ``metrics.csv`` (one row per logged step,
-flushed at each write) and ``results.json`` (written atomically at the end)."""
+flushed at each write), ``results.json`` (written atomically at the end) and the report of
+the records its data sets skipped."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLog", "write_json_atomic"]
+import torch
+
+from ..data.errors import describe_skips
+
+__all__ = ["MetricsLog", "data_skips", "write_json_atomic"]
 
 
 class MetricsLog:
@@ -93,3 +98,22 @@ def _atomic(path: Path, write: Callable[[Any], Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def data_skips(accelerator: Any, **datasets: Any) -> dict[str, dict[str, int]]:
+    """The records each data set skipped (``skip_bad``), by reason, over all processes, and a
+    line for each on the main process: the report at the end that skipping promises. Every
+    process must call this (it reduces across them)."""
+
+    def all_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
+        return accelerator.reduce(tensor.to(accelerator.device), reduction=op)
+
+    out = {}
+    for name, data in datasets.items():
+        if not hasattr(data, "skip_counts"):
+            continue
+        counts = data.skip_counts(all_reduce if accelerator.num_processes > 1 else None)
+        if counts:
+            out[name] = counts
+            accelerator.print(f"{name} data: {describe_skips(counts)}")
+    return out

@@ -41,7 +41,7 @@ from .loaders import make_loader
 from .metrics import Metric, metrics_for
 from .optim import build_optimizer, build_scheduler
 from .progress import StepWindow
-from .records import MetricsLog, write_json_atomic
+from .records import MetricsLog, data_skips, write_json_atomic
 from .state import TrainState
 
 __all__ = ["SIGTERM_EXIT_CODE", "Trainer"]
@@ -91,6 +91,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.collate_fn = collate_fn
         self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
         self._loader_gen = torch.Generator()
         acc = self.accelerator
         optimizer = build_optimizer(model, config, device=acc.device)
@@ -214,6 +215,8 @@ class Trainer:
         return self._finish(final_eval)
 
     def _done(self) -> bool:
+        if self.config.max_steps is None and self.state.epoch >= self.config.epochs:
+            return True  # skipped batches leave steps of total_steps untaken: no extra epoch
         return self.state.global_step >= self.total_steps
 
     def _loop(self, log: MetricsLog | None, pbar: Any) -> None:
@@ -226,7 +229,7 @@ class Trainer:
             consumed = st.batch_in_epoch
             for batch in batches:
                 consumed += 1
-                if batch is None:  # every item of the batch was skipped by the collator
+                if self._skip_batch(batch):
                     continue
                 self._at_boundary = False
                 stepped = self._micro_step(batch)
@@ -241,6 +244,16 @@ class Trainer:
                 if self._done():
                     return
             st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+
+    def _skip_batch(self, batch: Any) -> bool:
+        """Whether to skip this batch: the collator returned None (every item skipped as bad)
+        here or, under several processes, on any of them, which all then skip it together
+        so that their gradient syncs stay paired."""
+        skip = batch is None
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor([int(skip)], device=self.accelerator.device)
+            skip = bool(self.accelerator.reduce(flag, reduction="max").item())
+        return skip
 
     def _resume_epoch(self, skip: int) -> Iterator[Any]:
         """The batches of the current epoch after the first ``skip``, without loading those
@@ -413,6 +426,7 @@ class Trainer:
             "mixed_precision": acc.mixed_precision,
             "device": str(acc.device),
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            "data_skips": data_skips(acc, train=self.train_dataset, eval=self.eval_dataset),
             "config": cfg.to_dict(),
         }
         if cfg.save_model and acc.is_main_process and hasattr(unwrapped, "save_pretrained"):
