@@ -145,3 +145,26 @@ def test_wraps_transformers_tokenizer_and_fails_clearly(tokenizer, tmp_path, mon
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match=r"empty: no tokenizer.json or vocab.txt"):
         ViltProcessor.from_pretrained(empty)
+
+
+def test_transformers_offline_is_offline_too(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    downloads = []
+
+    def no_network(name, **options):
+        if not options.get("local_files_only"):
+            downloads.append(name)
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"someone/no-such-processor: .*offline"):
+        ViltProcessor.from_pretrained("someone/no-such-processor")
+    import vilt
+
+    with pytest.raises(vilt.CheckpointError, match=r"someone/no-such-model: .*offline"):
+        vilt.ViltModel.from_pretrained("someone/no-such-model")
+    assert downloads == []

@@ -23,6 +23,7 @@ from ..modeling.pretrained import (
     CheckpointWarning,
     read_vilt_checkpoint,
 )
+from ..processing.files import hub_snapshot, is_repo_id
 from .configs import config_from_transformers
 from .keymaps import transformers_to_vilt
 
@@ -45,25 +46,6 @@ HUB_PATTERNS = [
     "special_tokens_map.json",
     "vocab.txt",
 ]
-HUB_TIMEOUT_S = 10.0
-
-
-def hub_offline() -> bool:
-    """True when the environment asks for no network (checked at call time, not import)."""
-    from huggingface_hub import constants
-
-    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return constants.HF_HUB_OFFLINE or any(f.upper() in {"1", "ON", "YES", "TRUE"} for f in flags)
-
-
-def _looks_like_repo_id(name: str) -> bool:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
 
 
 def _has_weights(directory: Path) -> bool:
@@ -78,33 +60,16 @@ def resolve(path_or_name: str | os.PathLike) -> Path | None:
     if path.exists():
         return path
     name = os.fspath(path_or_name)
-    if not _looks_like_repo_id(name):
+    if not is_repo_id(name):
         return None
-    from huggingface_hub import snapshot_download
-
-    reason = ""
-    try:  # the cache first: no network, no waiting
-        local = Path(snapshot_download(name, allow_patterns=HUB_PATTERNS, local_files_only=True))
-        if _has_weights(local):
-            return local
-        reason = "the cached copy has no weights"
-    except Exception:  # huggingface_hub raises several types for "not cached"
-        reason = "not in the local cache"
-    if hub_offline():
-        reason += " and offline mode is on (HF_HUB_OFFLINE)"
-    else:
-        try:
-            remote = snapshot_download(
-                name, allow_patterns=HUB_PATTERNS, etag_timeout=HUB_TIMEOUT_S
-            )
-            return Path(remote)
-        except Exception as err:
-            reason += f" and fetching it from the hub failed ({type(err).__name__})"
-    raise CheckpointError(
-        f"{name}: not a local path, and as a hub name it cannot be resolved ({reason}); "
-        f"pass a local checkpoint directory instead, e.g. one made with "
-        f"`hf download {name} --local-dir DIR` on a machine with network"
-    )
+    local, why = hub_snapshot(name, HUB_PATTERNS, usable=_has_weights)
+    if local is None:
+        raise CheckpointError(
+            f"{name}: not a local path, and as a hub name it cannot be resolved ({why}); "
+            f"pass a local checkpoint directory instead, e.g. one made with "
+            f"`hf download {name} --local-dir DIR` on a machine with network"
+        )
+    return local
 
 
 def load_torch_file(path: Path) -> Any:
