@@ -12,7 +12,6 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 import vilt
-from vilt import cli
 from vilt.config import PRESETS
 from vilt.interop import config_from_transformers, config_to_transformers, convert
 
@@ -285,25 +284,6 @@ def test_convert_both_ways_keeps_class_weights_and_side_files(tmp_path, perturb)
     back = transformers.ViltForImageAndTextRetrieval.from_pretrained(tmp_path / "back")
     torch.testing.assert_close(back.rank_output.weight, ref.rank_output.weight)
     torch.testing.assert_close(back.rank_output.bias, ref.rank_output.bias)
-
-
-def test_vilt_convert_command_both_ways(tmp_path, perturb, offline_cache, capsys):
-    ref = transformers.ViltForQuestionAnswering(
-        transformers.ViltConfig(**TF_VILT | {"id2label": {0: "cat", 1: "dog", 2: "bird"}})
-    )
-    save_tf(ref, tmp_path / "tf", perturb)
-    for src, dst, to in (("tf", "ours", "vilt"), ("ours", "back", "transformers")):
-        assert cli.main(["convert", str(tmp_path / src), str(tmp_path / dst), "--to", to]) == 0
-        assert f"wrote {to} checkpoint to {tmp_path / dst}" in capsys.readouterr().out
-    assert "vilt_format" in json.loads((tmp_path / "ours" / "config.json").read_text())
-    back = transformers.ViltForQuestionAnswering.from_pretrained(tmp_path / "back")
-    assert back.config.id2label == {0: "cat", 1: "dog", 2: "bird"}
-    same_state(back, ref)
-    capsys.readouterr()
-    assert cli.main(["convert", "someone/no-such-vilt", str(tmp_path / "x")]) == 1
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1
-    assert error.startswith("vilt: error: CheckpointError: someone/no-such-vilt: ")
 
 
 def test_convert_keeps_half_precision(tmp_path, perturb):
