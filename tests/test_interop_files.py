@@ -276,11 +276,12 @@ def test_convert_both_ways_keeps_class_weights_and_side_files(tmp_path, perturb)
     ref = transformers.ViltForImageAndTextRetrieval(transformers.ViltConfig(**TF_VILT))
     save_tf(ref, tmp_path / "tf", perturb)
     (tmp_path / "tf" / "preprocessor_config.json").write_text('{"size": 384}')
-    convert(tmp_path / "tf", tmp_path / "vilt", to="vilt")
+    convert(tmp_path / "tf", tmp_path / "vilt")  # the default target is the other format
     data = json.loads((tmp_path / "vilt" / "config.json").read_text())
     assert data["architectures"] == ["ViltForImageTextMatching"] and "vilt_format" in data
     assert (tmp_path / "vilt" / "preprocessor_config.json").read_text() == '{"size": 384}'
-    convert(tmp_path / "vilt", tmp_path / "back", to="transformers")
+    convert(tmp_path / "vilt", tmp_path / "back")
+    assert "vilt_format" not in json.loads((tmp_path / "back" / "config.json").read_text())
     back = transformers.ViltForImageAndTextRetrieval.from_pretrained(tmp_path / "back")
     torch.testing.assert_close(back.rank_output.weight, ref.rank_output.weight)
     torch.testing.assert_close(back.rank_output.bias, ref.rank_output.bias)

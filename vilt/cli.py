@@ -60,7 +60,13 @@ def _add_convert(sub) -> None:
     )
     p.add_argument("src", help="checkpoint directory, hub name or original .ckpt file")
     p.add_argument("dst", help="output directory")
-    p.add_argument("--to", choices=("transformers", "vilt"), default="vilt", help="(default vilt)")
+    p.add_argument(
+        "--to",
+        choices=("transformers", "vilt"),
+        default=None,
+        help="target format (default: the other one: transformers for a vilt checkpoint, vilt "
+        "for a transformers checkpoint or an original .ckpt)",
+    )
 
 
 def _add_predict(sub) -> None:
@@ -141,10 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_convert(args) -> None:
+    import json
+
     from .interop import convert
 
-    convert(args.src, args.dst, to=args.to)
-    print(f"wrote {args.to} checkpoint to {args.dst}")
+    out = convert(args.src, args.dst, to=args.to)
+    written = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    print(f"wrote {'vilt' if 'vilt_format' in written else 'transformers'} checkpoint to {out}")
 
 
 def _run_predict(args) -> None:

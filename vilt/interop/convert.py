@@ -29,14 +29,17 @@ SIDE_FILES = (
 )
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str = "transformers") -> Path:
+def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str | None = None) -> Path:
     """Read ``src`` (a vilt or transformers directory, a hub name, or an original ViLT .ckpt)
     and write it to directory ``dst`` in format ``to``; returns ``dst``.
 
-    Floating-point weights keep their dtype (an fp16 checkpoint stays fp16)."""
-    if to not in FORMATS:
+    ``to=None`` picks the other format: transformers for a vilt checkpoint, vilt for anything
+    else. Floating-point weights keep their dtype (an fp16 checkpoint stays fp16)."""
+    if to is not None and to not in FORMATS:
         raise ValueError(f"unknown target format {to!r}; choose one of {', '.join(FORMATS)}")
     ckpt = read_checkpoint(src)
+    if to is None:
+        to = "transformers" if ckpt.format == "vilt" else "vilt"
     classes = model_classes()
     cls = classes.get(ckpt.architecture)
     if cls is None:

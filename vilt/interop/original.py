@@ -162,5 +162,10 @@ def read_original_checkpoint(path: Path, model_cls: type | None, *, source: str)
     if "num_heads" not in hparams:
         notes.append(f"num_attention_heads inferred as hidden_size // {HEAD_DIM}")
     return Checkpoint(
-        config=config, state_dict=out, architecture=architecture, source=source, notes=notes
+        config=config,
+        state_dict=out,
+        architecture=architecture,
+        source=source,
+        notes=notes,
+        format="original",
     )

@@ -175,6 +175,7 @@ def read_transformers_directory(
         architecture=config["architectures"][0],
         source=source,
         notes=notes,
+        format="transformers",
     )
 
 

@@ -49,6 +49,7 @@ class Checkpoint:
     architecture: str
     source: str
     notes: list[str] = field(default_factory=list)
+    format: str = "vilt"  # what was read: "vilt", "transformers" or "original" (a .ckpt)
 
 
 Reader = Callable[[str, "type | None"], "Checkpoint | None"]
