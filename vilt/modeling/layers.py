@@ -76,8 +76,11 @@ class Attention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, N, D); mask: (B, 1, 1, N) bool, True = attend. Returns (out, weights or None)."""
         b, n, d = x.shape
-        qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        # Split along the qkv axis, then move heads forward as views: in backward the three
+        # gradients are stacked straight into the projection's (B, N, 3D) layout in one copy
+        # (splitting a permuted (3, B, H, N, hd) view instead costs a cat and two copies).
+        qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim)
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
         dropout_p = self.attn_drop if self.training else 0.0
         weights = None
         if output_attentions:
