@@ -10,7 +10,8 @@ table and writes benchmarks/results/run.json and run.md.
     python benchmarks/run.py --cases vqa-small-train,vit-s16-infer --repeats 9
     python benchmarks/run.py --cases int8 --vqa-model runs/vqa
 
-Cases: vqa-b32-infer, vqa-b32-train, vqa-small-train, vqa-small-train-compiled,
+Cases: vqa-b32-infer, vqa-b32-train, vqa-small-train, vqa-small-train-pooled (the opt-in
+``pooled_only=True``), vqa-small-train-compiled,
 vit-s16-train, vit-s16-infer, vit-b16-infer, memory, preprocess, int8, scaling.
 timm cases need timm (the bench environment, see CONTRIBUTING.md) and are skipped without it.
 """
@@ -36,6 +37,7 @@ ALL = (
     "vqa-b32-infer",
     "vqa-b32-train",
     "vqa-small-train",
+    "vqa-small-train-pooled",
     "vqa-small-train-compiled",
     *TIMM_CASES,
     "memory",
@@ -107,6 +109,8 @@ def run_case(name: str, args: argparse.Namespace) -> tuple[list[Case], str]:
         return [cases_vilt.vqa_b32_train(repeats=r)], ""
     if name == "vqa-small-train":
         return [cases_vilt.vqa_small_train(repeats=max(r, 5) * 4)], ""
+    if name == "vqa-small-train-pooled":
+        return [cases_vilt.vqa_small_train(repeats=max(r, 5) * 4, pooled_only=True)], ""
     if name == "vqa-small-train-compiled":
         return [cases_vilt.vqa_small_train(repeats=max(r, 5) * 4, compile=True)], ""
     if name in TIMM_CASES:

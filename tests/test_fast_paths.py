@@ -61,3 +61,52 @@ def test_unpadded_fast_path_gradients_match_the_general_path():
     assert fast.keys() == general.keys()
     for name in fast:
         torch.testing.assert_close(fast[name], general[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def padded_pairs(b: int = 3) -> dict[str, torch.Tensor]:
+    ids = torch.randint(1, 100, (b, 6))
+    am = torch.ones(b, 6, dtype=torch.long)
+    am[1, 4:] = 0
+    pm = torch.ones(b, 32, 48, dtype=torch.long)
+    pm[2, 16:] = 0
+    return dict(
+        input_ids=ids, attention_mask=am, pixel_values=torch.randn(b, 3, 32, 48), pixel_mask=pm
+    )
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_pooled_only_gives_the_same_logits_loss_and_gradients(checkpointing):
+    model = vilt.ViltForQuestionAnswering(config()).train()
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    inputs = padded_pairs() | {"labels": torch.rand(3, 5)}
+
+    def run(**extra):
+        model.zero_grad()
+        out = model(**inputs, **extra)
+        out.loss.backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    full, full_grads = run()
+    pooled, pooled_grads = run(pooled_only=True)
+    torch.testing.assert_close(pooled.logits, full.logits, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(pooled.loss, full.loss, atol=1e-6, rtol=1e-5)
+    assert pooled.last_hidden_state.shape == (3, 1, 32)
+    torch.testing.assert_close(pooled.last_hidden_state, full.last_hidden_state[:, :1])
+    assert pooled_grads.keys() == full_grads.keys()
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(pooled_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_pooled_only_for_matching_and_nlvr2_and_refused_where_it_cannot_apply():
+    itm = vilt.ViltForImageTextMatching(config()).eval()
+    inputs = padded_pairs()
+    torch.testing.assert_close(itm(**inputs, pooled_only=True).scores, itm(**inputs).scores)
+    nlvr2_config = config().replace(num_images=2, modality_type_vocab_size=3)
+    nlvr2 = vilt.ViltForImagesAndTextClassification(nlvr2_config).eval()
+    pairs = dict(input_ids=torch.randint(1, 100, (2, 5)), pixel_values=torch.randn(2, 2, 3, 32, 32))
+    torch.testing.assert_close(nlvr2(**pairs, pooled_only=True).logits, nlvr2(**pairs).logits)
+    with pytest.raises(ValueError, match="hidden_states or attentions"):
+        itm(**inputs, pooled_only=True, output_hidden_states=True)
+    with pytest.raises(ValueError, match="pooled_only does not apply"):
+        vilt.ViltForMaskedLM(config())(**inputs, pooled_only=True)
