@@ -64,37 +64,58 @@ def compare(ours, theirs, inputs: list[list]) -> dict[str, float | bool]:
     return {"max_abs_diff": worst, "pixel_mask_equal": masks_equal}
 
 
-def run(args: argparse.Namespace) -> list[Case]:
+def reference_processors() -> dict[str, object]:
+    """transformers' PIL backend (the pipeline ViLT was trained with: vilt gives its output)
+    and, when torchvision is installed, its default torchvision backend (faster, but its
+    resize differs by up to about 2e-2 after normalisation)."""
     import transformers
 
+    pil = getattr(transformers, "ViltImageProcessorPil", None)
+    if pil is None:  # transformers 4: the PIL pipeline is the only one
+        return {"transformers": transformers.ViltImageProcessor()}
+    refs = {"transformers": pil()}
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        return refs
+    refs["transformers torchvision backend"] = transformers.ViltImageProcessor()
+    return refs
+
+
+def run(args: argparse.Namespace) -> list[Case]:
     from vilt.processing import ImageProcessor
 
     torch.set_num_threads(args.threads)
-    reference = transformers.ViltImageProcessor()
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_jpegs(Path(tmp), args.images)
         decoded = [Image.open(p).convert("RGB") for p in paths]
         settings = [
-            ("JPEG files -> batch", paths, None),
-            ("decoded PIL images -> batch", decoded, None),
-            ("JPEG files -> batch, vilt on 1 thread", paths, 1),
+            ("JPEG files -> batch", paths, None, "transformers"),
+            ("decoded PIL images -> batch", decoded, None, "transformers"),
+            ("JPEG files -> batch, vilt on 1 thread", paths, 1, "transformers"),
+            ("JPEG files -> batch", paths, None, "transformers torchvision backend"),
         ]
-        for name, items, threads in settings:
+        refs = reference_processors()
+        for name, items, threads, ref_name in settings:
+            if ref_name not in refs:
+                continue
+            reference = refs[ref_name]
             ours = ImageProcessor(num_threads=threads)
             inputs = batches(items, args.batch_size)
             impls = {
                 "vilt": lambda ours=ours, inputs=inputs: [ours(b) for b in inputs],
-                "transformers": lambda inputs=inputs: [
+                ref_name: lambda inputs=inputs, reference=reference: [
                     reference(b, return_tensors="pt") for b in inputs
                 ],
             }
             seconds, spread = measure(impls, repeats=args.repeats, warmup=1)
+            primary = threads is None and ref_name == "transformers"
             case = Case(
-                name=name,
+                name=name + ("" if ref_name == "transformers" else f" (vs {ref_name})"),
                 unit="images",
                 items=len(items),
-                target=TARGET if threads is None else "",
+                target=TARGET if primary else "",
                 seconds=seconds,
                 spread=spread,
             )
@@ -111,7 +132,7 @@ def table(cases: list[Case]) -> str:
     ]
     for c in cases:
         lines.append(
-            f"| {c.name} | {c.throughput('vilt'):.1f} | {c.throughput('transformers'):.1f} | "
+            f"| {c.name} | {c.throughput('vilt'):.1f} | {c.throughput(c.reference()):.1f} | "
             f"{c.ratio():.2f}x | {c.extra['max_abs_diff']:.1e} | {c.extra['pixel_mask_equal']} "
             f"| {c.target} |"
         )

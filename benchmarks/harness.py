@@ -22,7 +22,12 @@ import torch
 
 @dataclass
 class Case:
-    """One benchmark case: each implementation's median seconds per call and derived figures."""
+    """One benchmark case: each implementation's median seconds per call and derived figures.
+
+    ``goal`` is the target as a number of ``goal_kind``: "ratio" (vilt's speed over the
+    reference's, at least), "peak" (vilt's fraction of the matmul peak, at least) or "memory"
+    (vilt's peak over the reference's, at most). ``outputs`` holds the comparison of the two
+    implementations' outputs in the same run; ``same_output`` says whether it passed."""
 
     name: str
     unit: str  # what one call processes, e.g. "32 pairs"
@@ -32,16 +37,39 @@ class Case:
     spread: dict[str, float] = field(default_factory=dict)  # (max - min) / median
     gflops: dict[str, float] = field(default_factory=dict)
     extra: dict[str, float | str] = field(default_factory=dict)
+    goal: float | None = None
+    goal_kind: str = "ratio"
+    outputs: dict[str, float | bool | str] = field(default_factory=dict)
+    same_output: bool | None = None
 
     def throughput(self, impl: str) -> float:
         return self.items / self.seconds[impl]
 
-    def ratio(self, ours: str = "vilt", ref: str | None = None) -> float | None:
+    def reference(self, ours: str = "vilt") -> str | None:
         refs = [k for k in self.seconds if k != ours]
-        ref = ref or (refs[0] if refs else None)
+        return refs[0] if refs else None
+
+    def ratio(self, ours: str = "vilt", ref: str | None = None) -> float | None:
+        if "ratio" in self.extra:  # a case that defines its own ratio (e.g. memory)
+            return float(self.extra["ratio"])
+        ref = ref or self.reference(ours)
         if ref is None or ours not in self.seconds:
             return None
         return self.seconds[ref] / self.seconds[ours]
+
+    def met(self, peak: float | None = None) -> bool | None:
+        """Whether the target is met (None: no target, or nothing to judge it by). A speed-up
+        whose outputs differ does not count."""
+        if self.goal is None or self.same_output is False:
+            return None if self.goal is None else False
+        if self.goal_kind == "peak":
+            if not peak or "vilt" not in self.gflops:
+                return None
+            return self.gflops["vilt"] / peak >= self.goal
+        ratio = self.ratio()
+        if ratio is None:
+            return None
+        return ratio <= self.goal if self.goal_kind == "memory" else ratio >= self.goal
 
 
 def measure(
@@ -109,24 +137,37 @@ def machine_info() -> dict[str, str | int]:
     }
 
 
-def markdown_table(cases: list[Case], peak: float) -> str:
-    """One row per case: each implementation's throughput, the ratio, and % of GEMM peak."""
+def _rate(case: Case, impl: str) -> str:
+    per_s = case.items / case.seconds[impl]
+    return f"{per_s:.3g} {case.unit}/s" if per_s < 100 else f"{per_s:.0f} {case.unit}/s"
+
+
+def markdown_table(cases: list[Case], peak: float | None) -> str:
+    """One row per case: throughputs, the ratio, each side's % of the matmul peak, whether the
+    outputs agree, the target and whether it is met."""
     lines = [
-        "| case | vilt | reference | ratio (vilt / ref) | vilt % of matmul peak | target |",
-        "|---|---|---|---|---|---|",
+        "| case | vilt | reference | ratio | % of matmul peak (vilt / ref) | same output "
+        "| target | met |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for case in cases:
-        ours = case.seconds.get("vilt")
-        refs = [k for k in case.seconds if k != "vilt"]
-        ref = refs[0] if refs else None
-        ours_s = f"{case.items / ours:.1f} {case.unit}/s" if ours else "-"
-        ref_s = f"{ref}: {case.items / case.seconds[ref]:.1f}/s" if ref else "-"
+        ref = case.reference()
+        ours_s = _rate(case, "vilt") if "vilt" in case.seconds else case.extra.get("vilt", "-")
+        ref_s = f"{ref}: {_rate(case, ref)}" if ref else case.extra.get("reference", "-")
         ratio = case.ratio()
-        if "ratio" in case.extra:
-            ratio = float(case.extra["ratio"])
         ratio_s = f"{ratio:.2f}x" if ratio else "-"
-        frac = f"{100 * case.gflops['vilt'] / peak:.0f}%" if "vilt" in case.gflops else "-"
-        lines.append(f"| {case.name} | {ours_s} | {ref_s} | {ratio_s} | {frac} | {case.target} |")
+        fracs = [
+            f"{100 * case.gflops[k] / peak:.0f}%" if peak and k in case.gflops else "-"
+            for k in ("vilt", ref)
+        ]
+        same = {True: "yes", False: "NO", None: "-"}[case.same_output]
+        if case.outputs.get("summary"):
+            same += f" ({case.outputs['summary']})"
+        met = {True: "yes", False: "no", None: "-"}[case.met(peak)]
+        lines.append(
+            f"| {case.name} | {ours_s} | {ref_s} | {ratio_s} | {' / '.join(fracs)} | {same} "
+            f"| {case.target} | {met} |"
+        )
     return "\n".join(lines)
 
 
@@ -136,7 +177,7 @@ def write_json(path: str | os.PathLike, cases: list[Case], peak: float, **meta: 
     data = {
         "machine": machine_info(),
         "matmul_peak_gflops": peak,
-        "cases": [asdict(c) | {"ratio": c.ratio()} for c in cases],
+        "cases": [asdict(c) | {"ratio": c.ratio(), "met": c.met(peak)} for c in cases],
         **meta,
     }
     tmp = out.with_suffix(".tmp")

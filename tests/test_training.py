@@ -543,12 +543,30 @@ def test_iterable_data_needs_max_steps_and_resumes_exactly(tmp_path):
     assert max_diff(weights(reference), weights(resumed)) < 1e-6
 
 
-def test_fused_adamw_on_request():
+def test_fused_adamw_is_the_default_where_torch_has_it_and_trains_alike():
+    from vilt.training.optim import fused_adamw_supported
+
     model = tiny_model()
-    fused = build_optimizer(model, TrainingConfig(fused=True))
-    assert fused.defaults["fused"] is True
     default = build_optimizer(model, TrainingConfig())
-    assert default.defaults["foreach"] is True and not default.defaults.get("fused")
+    assert bool(default.defaults.get("fused")) == fused_adamw_supported("cpu")
+    foreach = build_optimizer(model, TrainingConfig(fused=False))
+    assert foreach.defaults["foreach"] is True and not foreach.defaults.get("fused")
+
+    def train(fused: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        net = tiny_model(dropout=0.0)
+        opt = build_optimizer(net, TrainingConfig(fused=fused, weight_decay=0.1))
+        for _ in range(3):
+            net(
+                pixel_values=torch.randn(4, 3, 16, 16), labels=torch.tensor([0, 1, 2, 0])
+            ).loss.backward()
+            opt.step()
+            opt.zero_grad()
+        return [p.detach().clone() for p in net.parameters()]
+
+    if fused_adamw_supported("cpu"):
+        for a, b in zip(train(True), train(False), strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
 # -- mixed precision -------------------------------------------------------------------------------

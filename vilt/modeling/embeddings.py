@@ -142,12 +142,22 @@ class ViltImageEmbeddings(nn.Module):
             bad = ((valid_h == 0) | (valid_w == 0)).nonzero(as_tuple=True)[0].tolist()
             raise ValueError(f"pixel_mask of sample(s) {bad} covers less than one whole patch")
 
-        pos = self._positions(valid_h, valid_w, h, w).flatten(2).transpose(1, 2)  # (B, HW, D)
         x = x.flatten(2).transpose(1, 2)  # (B, HW, D)
         keep = patch_mask.flatten(1)  # (B, HW)
-        n_valid = keep.sum(dim=1)
-
         sample = self.training and self.max_image_length > 0
+        if not sample and bool((valid_h == h).all() and (valid_w == w).all()):
+            # No padding and no sampling (the common batch of same-size images): every image
+            # shares one position grid and keeps its patches in raster order, so the sort and
+            # gathers below would return their inputs.
+            d = self.position_embeddings.shape[-1]
+            grid = self.position_embeddings[:, 1:].transpose(1, 2).reshape(1, d, *self.grid)
+            pos = resize_pos_grid(grid, (h, w), mode="bilinear", align_corners=True)
+            pos = pos.to(x.dtype).flatten(2).transpose(1, 2)  # (1, HW, D)
+            order = torch.arange(h * w, device=x.device).expand(b, -1)
+            return self._join(x, pos, keep, order, (h, w))
+
+        pos = self._positions(valid_h, valid_w, h, w).flatten(2).transpose(1, 2)  # (B, HW, D)
+        n_valid = keep.sum(dim=1)
         length = int(n_valid.max())
         if sample:
             length = min(length, self.max_image_length)
@@ -164,14 +174,24 @@ class ViltImageEmbeddings(nn.Module):
         x = x.gather(1, order[..., None].expand(-1, -1, d))
         pos = pos.gather(1, order[..., None].expand(-1, -1, d))
         keep = keep.gather(1, order)
+        return self._join(x, pos, keep, order, (h, w))
 
-        cls = self.cls_token.expand(b, -1, -1)
-        x = torch.cat([cls, x], dim=1)
-        pos = torch.cat([self.position_embeddings[:, :1].expand(b, -1, -1), pos], dim=1)
+    def _join(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        keep: torch.Tensor,
+        order: torch.Tensor,
+        grid: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """Add positions (the class token's first) and put the class token in front."""
+        b = x.shape[0]
+        pos = torch.cat([self.position_embeddings[:, :1].expand(pos.shape[0], -1, -1), pos], 1)
+        x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
         x = self.dropout(x + pos)
         keep = torch.cat([keep.new_ones(b, 1), keep], dim=1)
         patch_index = torch.cat([order.new_full((b, 1), -1), order], dim=1)
-        return x, keep, patch_index, (h, w)
+        return x, keep, patch_index, grid
 
 
 class TextEmbeddings(nn.Module):

@@ -73,11 +73,26 @@ class Attention(nn.Module):
         x: torch.Tensor,
         mask: torch.Tensor | None = None,
         output_attentions: bool = False,
+        queries: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: (B, N, D); mask: (B, 1, 1, N) bool, True = attend. Returns (out, weights or None)."""
+        """x: (B, N, D); mask: (B, 1, 1, N) bool, True = attend. Returns (out, weights or None).
+
+        ``queries``: only the first ``queries`` tokens attend (out is (B, queries, D)); every
+        token is still a key and a value. The query rows of the fused weight are used alone."""
         b, n, d = x.shape
-        qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        if queries is None:
+            # Split along the qkv axis, then move heads forward as views: in backward the
+            # three gradients are stacked straight into the projection's (B, N, 3D) layout in
+            # one copy (a permuted (3, B, H, N, hd) view costs a cat and two more copies).
+            qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim)
+            q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
+        else:
+            weight, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, :queries], weight[:d], None if bias is None else bias[:d])
+            q = q.view(b, queries, self.num_heads, self.head_dim).transpose(1, 2)
+            kv = F.linear(x, weight[d:], None if bias is None else bias[d:])
+            kv = kv.view(b, n, 2, self.num_heads, self.head_dim)
+            k, v = (t.transpose(1, 2) for t in kv.unbind(2))
         dropout_p = self.attn_drop if self.training else 0.0
         weights = None
         if output_attentions:
@@ -88,7 +103,7 @@ class Attention(nn.Module):
             out = F.dropout(weights, dropout_p, self.training) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        out = out.transpose(1, 2).reshape(b, n, d)
+        out = out.transpose(1, 2).reshape(b, q.shape[2], d)
         return self.proj_drop(self.proj(out)), weights
 
 
@@ -130,10 +145,15 @@ class Block(nn.Module):
         self.mlp = Mlp(dim=dim, hidden_dim=mlp_dim, act=act, drop=drop)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, output_attentions: bool = False
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        queries: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_out, weights = self.attn(self.norm1(x), mask, output_attentions)
-        x = x + attn_out
+        """``queries``: compute the output of the first ``queries`` tokens only."""
+        attn_out, weights = self.attn(self.norm1(x), mask, output_attentions, queries)
+        x = (x if queries is None else x[:, :queries]) + attn_out
         x = x + self.mlp(self.norm2(x))
         return x, weights
 
@@ -165,22 +185,31 @@ class Encoder(nn.Module):
         keep_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        first_only: int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
         """keep_mask: (B, N), 1 = real token. Returns (normed output, hidden states, attentions).
 
         hidden_states holds the embeddings and every block's output before the final norm, as
-        transformers does.
+        transformers does. ``first_only``: the output holds the first ``first_only`` tokens
+        only, and the last block computes nothing else (less work for pooled heads).
         """
+        if first_only is not None and (output_hidden_states or output_attentions):
+            raise ValueError(
+                "first_only (pooled_only) computes the first tokens' final states only; it "
+                "cannot return hidden_states or attentions"
+            )
         mask = key_padding_bias(keep_mask)
         hidden: list[torch.Tensor] = []
         attentions: list[torch.Tensor] = []
-        for block in self.blocks:
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
             if output_hidden_states:
                 hidden.append(x)
+            queries = first_only if i == last else None
             if self.gradient_checkpointing and self.training and not output_attentions:
-                x, weights = checkpoint(block, x, mask, False, use_reentrant=False)
+                x, weights = checkpoint(block, x, mask, False, queries, use_reentrant=False)
             else:
-                x, weights = block(x, mask, output_attentions)
+                x, weights = block(x, mask, output_attentions, queries)
             if output_attentions:
                 attentions.append(weights)
         if output_hidden_states:

@@ -87,10 +87,16 @@ class ViltModel(PreTrainedModel):
         image_token_type_idx: int | torch.Tensor = 1,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        pooled_only: bool = False,
         **_: object,
     ) -> EncoderOutput:
         """input_ids (B, T), attention_mask (B, T) 1 = real token; pixel_values (B, C, H, W),
-        pixel_mask (B, H, W) 1 = real pixel. Returns the joint sequence and the pooled state."""
+        pixel_mask (B, H, W) 1 = real pixel. Returns the joint sequence and the pooled state.
+
+        ``pooled_only=True`` (opt-in) computes only what the pooled output needs: the last
+        block runs its queries, MLP and the final norm on the text [CLS] alone, so
+        last_hidden_state is (B, 1, D). Pooled output, logits and gradients are unchanged;
+        the task models that read the pooled state (VQA, ITM, NLVR2) pass it through."""
         if input_ids is None or pixel_values is None:
             raise ValueError("ViLT needs both input_ids and pixel_values")
         if input_ids.shape[0] != pixel_values.shape[0]:
@@ -111,7 +117,11 @@ class ViltModel(PreTrainedModel):
         x = torch.cat([text, image], dim=1)
         keep = torch.cat([attention_mask.to(image_keep.dtype), image_keep], dim=1)
         last, hidden, attentions = self.encoder(
-            x, keep, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+            x,
+            keep,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            first_only=1 if pooled_only else None,
         )
         return EncoderOutput(
             last_hidden_state=last,
@@ -193,6 +203,11 @@ class ViltForImageTextMatching(_ViltWithHead):
         return TaskOutput(**out.to_dict(), loss=loss, logits=logits, scores=itm_scores(logits))
 
 
+def _refuse_pooled_only(inputs: dict, model: str) -> None:
+    if inputs.get("pooled_only"):
+        raise ValueError(f"{model} reads every text position; pooled_only does not apply")
+
+
 def _mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if labels.shape != logits.shape[:2]:
         raise ValueError(
@@ -216,6 +231,7 @@ class ViltForMaskedLM(_ViltWithHead):
         self.post_init()
 
     def forward(self, *, labels: torch.Tensor | None = None, **inputs: object) -> TaskOutput:
+        _refuse_pooled_only(inputs, "ViltForMaskedLM")
         out = self.vilt(**inputs)
         text = out.last_hidden_state[:, : out.text_length]
         logits = self.mlm_head(text, self.vilt.word_embeddings.weight)
@@ -242,6 +258,7 @@ class ViltForPreTraining(_ViltWithHead):
         mlm_labels: torch.Tensor | None = None,
         **inputs: object,
     ) -> PreTrainingOutput:
+        _refuse_pooled_only(inputs, "ViltForPreTraining")
         out = self.vilt(**inputs)
         itm_logits = self.itm_head(out.pooler_output)
         text = out.last_hidden_state[:, : out.text_length]

@@ -49,7 +49,7 @@ class TrainingConfig:
     drop_last: bool = False
     resume: bool | str = False  # True: latest checkpoint in output_dir (if any); or a path
     compile: bool = False  # torch.compile through accelerate's dynamo backend
-    fused: bool | None = None  # AdamW implementation: None picks fused on CUDA, foreach else
+    fused: bool | None = None  # AdamW kernel: None picks fused where torch has it, else foreach
     on_nonfinite: str = "raise"  # raise | skip (the batch) when the loss is NaN or inf
     save_model: bool = True  # save_pretrained(output_dir) at the end
     tensorboard: bool = True  # through accelerate's trackers, when tensorboard is installed
