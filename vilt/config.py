@@ -290,6 +290,20 @@ PRESETS: dict[str, tuple[type[_BaseConfig], dict[str, Any]]] = {
             layer_norm_eps=1e-6,
         ),
     ),
+    # the ViT recipe's default: scikit-learn's 8x8 digits as 16 patches of 2x2
+    "vit-digits": (
+        ViTConfig,
+        dict(
+            hidden_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=128,
+            image_size=16,
+            patch_size=4,
+            layer_norm_eps=1e-6,
+            pooling="mean",
+        ),
+    ),
     "vit-test": (
         ViTConfig,
         dict(
@@ -304,6 +318,21 @@ PRESETS: dict[str, tuple[type[_BaseConfig], dict[str, Any]]] = {
     # ViLT
     "vilt-b32": (ViltConfig, dict()),
     "vilt-small": (
+        ViltConfig,
+        dict(
+            hidden_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=256,
+            image_size=64,
+            patch_size=8,
+            vocab_size=1000,
+            max_position_embeddings=40,
+            layer_norm_eps=1e-6,
+        ),
+    ),
+    # the VQA recipe's default: easy-VQA's 64x64 images as 64 patches, trained from scratch
+    "vilt-easy-vqa": (
         ViltConfig,
         dict(
             hidden_size=128,

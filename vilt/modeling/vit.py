@@ -18,6 +18,8 @@ class ViTModel(PreTrainedModel):
     """Patches + class token through the shared encoder; tanh pooler on the class token."""
 
     config_class = ViTConfig
+    # a classification checkpoint has no pooler (as in transformers): initialised, with a warning
+    head_prefixes = ("pooler.",)
 
     def __init__(self, config: ViTConfig, *, add_pooling_layer: bool = True) -> None:
         super().__init__(config)

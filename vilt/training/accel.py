@@ -6,12 +6,12 @@ import os
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import is_tensorboard_available
 
 from .config import TrainingConfig
 
-__all__ = ["build_accelerator", "tracker_config", "uses_tensorboard"]
+__all__ = ["build_accelerator", "process_state", "tracker_config", "uses_tensorboard"]
 
 
 def uses_tensorboard(config: TrainingConfig) -> bool:
@@ -32,6 +32,13 @@ def build_accelerator(config: TrainingConfig) -> Accelerator:
         dynamo_backend="inductor" if config.compile else "no",
         cpu=_launched_without_accelerator(),
     )
+
+
+def process_state() -> PartialState:
+    """This process's place in the run. Code that asks before the Accelerator exists must ask
+    here: accelerate keeps the first answer, and a plain ``PartialState()`` under torchrun on
+    a machine without GPUs would make every process believe it trains alone."""
+    return PartialState(cpu=_launched_without_accelerator())
 
 
 def _launched_without_accelerator() -> bool:

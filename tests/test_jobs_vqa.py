@@ -1,0 +1,215 @@
+"""The VQA recipe end to end on tiny settings: every output, resumption, evaluation of a
+saved model, starts from vilt and transformers checkpoints, VQAv2 and datasets sources."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import datasets
+import numpy as np
+import pytest
+import torch
+import transformers
+from jobs_helpers import TINY_VQA, assert_run_outputs, results, rows, same_weights, weights
+from PIL import Image
+
+import vilt
+from vilt.data import vqa_accuracy
+from vilt.data.vqa import load_easy_vqa_records
+from vilt.jobs import vqa
+from vilt.predict import answer_question
+from vilt.processing import ViltProcessor, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vqa") / "run"
+    assert (
+        vqa.main([*TINY_VQA, "--max-steps", "3", "--eval-every", "2", "--output-dir", str(out)])
+        == 0
+    )
+    return out
+
+
+def test_writes_every_output_and_predictions_match_the_accuracy(trained, capsys):
+    found = assert_run_outputs(trained, steps=3, metric="eval_vqa_accuracy")
+    assert found["accuracy"] == found["metrics"]["eval_vqa_accuracy"]
+    assert found["metrics"]["eval_samples"] == 24 and found["data"] == "easy-vqa"
+    assert [r["step"] for r in rows(trained) if r.get("eval_vqa_accuracy")] == ["2", "3"]
+    # the official results format, one entry per evaluated question, scoring as reported
+    predictions = json.loads((trained / "predictions.json").read_text())
+    records = load_easy_vqa_records("test")[:24]
+    assert [p["question_id"] for p in predictions] == [r.question_id for r in records]
+    scores = [
+        vqa_accuracy(p["answer"], r.answers) for p, r in zip(predictions, records, strict=True)
+    ]
+    assert np.mean(scores) == pytest.approx(found["accuracy"])
+    assert sorted(p.name for p in (trained / "examples").iterdir()) == [
+        "example_0.png",
+        "example_1.png",
+    ]
+    # the saved directory is a model with its processor: predict works on it
+    processor = ViltProcessor.from_pretrained(trained)
+    assert processor.image_processor.size == 32 and processor.max_length == 16
+    answers = answer_question(trained, records[0].image, records[0].question, top_k=2)
+    model = vilt.ViltForQuestionAnswering.from_pretrained(trained)
+    assert len(answers) == 2 and answers[0][0] in model.config.id2label.values()
+
+
+def test_prints_the_accuracy_at_the_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    vqa.main([*TINY_VQA, "--max-steps", "1", "--examples", "0", "--output-dir", str(out)])
+    last = capsys.readouterr().out.strip().splitlines()[-3:]
+    accuracy = results(out)["accuracy"]
+    assert last[0] == f"easy-VQA test accuracy: {100 * accuracy:.2f}% (24 questions)"
+    assert "1 steps" in last[1] and str(out) in last[2]
+    assert not (out / "examples").exists()
+
+
+def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    args = [*TINY_VQA, "--max-steps", "4", "--save-every", "2", "--keep-last", "3"]
+    whole = tmp_path / "whole"
+    vqa.main([*args, "--output-dir", str(whole)])
+    # the same run cut after its step-2 checkpoint: what a killed run leaves behind
+    cut = tmp_path / "cut"
+    shutil.copytree(whole, cut)
+    shutil.rmtree(cut / "checkpoints" / "step_00000004")
+    for name in ("model.safetensors", "results.json", "predictions.json"):
+        (cut / name).unlink()
+    vqa.main([*args, "--output-dir", str(cut), "--resume"])
+    assert results(cut)["resumed_from"].endswith("step_00000002")
+    assert same_weights(weights(whole), weights(cut))  # flips and order replayed exactly
+    assert [int(r["step"]) for r in rows(cut)] == [int(r["step"]) for r in rows(whole)]
+
+
+def test_eval_only_scores_a_saved_model_as_training_did(trained, tmp_path):
+    out = tmp_path / "eval"
+    args = ["--eval-only", "--init", str(trained), "--max-eval-examples", "24", "--examples", "1"]
+    assert vqa.main([*args, "--output-dir", str(out)]) == 0
+    found = results(out)
+    assert found["eval_only"] and found["steps"] == 0
+    assert found["accuracy"] == pytest.approx(results(trained)["accuracy"])
+    assert json.loads((out / "predictions.json").read_text()) == json.loads(
+        (trained / "predictions.json").read_text()
+    )
+    assert (
+        not (out / "model.safetensors").exists() and (out / "examples" / "example_0.png").exists()
+    )
+
+
+def test_init_from_a_vilt_checkpoint_keeps_its_tokenizer_and_answers(trained, tmp_path):
+    out = tmp_path / "again"
+    vqa.main([*TINY_VQA, "--init", str(trained), "--max-steps", "1", "--lr", "1e-30",
+              "--output-dir", str(out)])  # fmt: skip
+    assert (out / "tokenizer.json").read_text() == (trained / "tokenizer.json").read_text()
+    before, after = weights(trained), weights(out)
+    # the head too: the same answers, so it is loaded, not replaced
+    assert same_weights(before, after, atol=1e-20)
+    assert results(out)["config"]["lr"] == 1e-30
+
+
+def _transformers_mlm(directory, vocab_size=300):
+    config = transformers.ViltConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        image_size=32, patch_size=8, vocab_size=vocab_size, max_position_embeddings=40,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.ViltForMaskedLM(config).save_pretrained(directory)
+    questions = [r.question for r in load_easy_vqa_records("train")[:2000]]
+    train_tokenizer(questions, vocab_size=vocab_size).save_pretrained(directory)
+    return directory
+
+
+def test_init_from_a_transformers_checkpoint_loads_the_backbone_and_a_new_head(tmp_path):
+    hf = _transformers_mlm(tmp_path / "hf-mlm")
+    out = tmp_path / "run"
+    with pytest.warns(vilt.CheckpointWarning, match="newly initialised"):
+        vqa.main([*TINY_VQA, "--init", str(hf), "--max-steps", "1", "--lr", "1e-30",
+                  "--output-dir", str(out)])  # fmt: skip
+    backbone = vilt.ViltModel.from_pretrained(hf).state_dict()
+    trained = weights(out)
+    assert same_weights({k: trained["vilt." + k] for k in backbone}, backbone, atol=1e-20)
+    assert trained["classifier.3.weight"].shape == (13, 64)  # the VQA head: new, 13 answers
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == 300
+    assert results(out)["config"]["head_lr_multiplier"] == 10.0  # fine-tuning defaults
+
+
+def _write_vqav2(root, split, question_ids, *, annotated=True):
+    rng = np.random.default_rng(len(question_ids))
+    subtype = "test2015" if split.startswith("test") else split
+    (root / subtype).mkdir(parents=True, exist_ok=True)
+    questions, annotations = [], []
+    for qid in question_ids:
+        image_id = qid // 2
+        path = root / subtype / f"COCO_{subtype}_{image_id:012d}.jpg"
+        if not path.exists():
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path)
+        color = ["red", "blue"][qid % 2]
+        questions.append({"image_id": image_id, "question": f"Is it {color}?", "question_id": qid})
+        answers = ["yes"] * 7 + ["no"] * 3 if qid % 3 else ["no"] * 6 + ["yes"] * 4
+        annotations.append({"question_id": qid, "image_id": image_id,
+                            "answers": [{"answer": a, "answer_id": n} for n, a in enumerate(answers)]})  # fmt: skip
+    (root / f"v2_OpenEnded_mscoco_{split}_questions.json").write_text(
+        json.dumps({"data_subtype": subtype, "questions": questions})
+    )
+    if annotated:
+        (root / f"v2_mscoco_{split}_annotations.json").write_text(
+            json.dumps({"annotations": annotations})
+        )
+
+
+def test_vqav2_layout_scores_vqa_accuracy_and_predicts_test_splits(tmp_path):
+    root = tmp_path / "vqav2"
+    _write_vqav2(root, "train2014", range(100, 124))
+    _write_vqav2(root, "val2014", range(200, 212))
+    _write_vqav2(root, "test-dev2015", range(300, 306), annotated=False)
+    out = tmp_path / "run"
+    vqa.main(["--data", str(root), "--preset", "vilt-test", "--min-answer-count", "1",
+              "--max-steps", "2", "--batch-size", "8", "--examples", "1", "--output-dir", str(out)])  # fmt: skip
+    found = results(out)
+    assert found["eval_split"] == "val" and found["metrics"]["eval_samples"] == 12
+    assert found["config"]["extra"]["data"] == str(root)
+    predictions = json.loads((out / "predictions.json").read_text())
+    val = json.loads((root / "v2_mscoco_val2014_annotations.json").read_text())["annotations"]
+    humans = {a["question_id"]: [x["answer"] for x in a["answers"]] for a in val}
+    official = np.mean([vqa_accuracy(p["answer"], humans[p["question_id"]]) for p in predictions])
+    # soft scores: "yes" given by 7 of 10 people scores 1, by 3 of them 0.9
+    assert official == pytest.approx(found["accuracy"])
+    # a test split without annotations: predictions only
+    test_out = tmp_path / "test-dev"
+    vqa.main(["--data", str(root), "--eval-only", "--init", str(out), "--eval-split", "test-dev",
+              "--examples", "0", "--output-dir", str(test_out)])  # fmt: skip
+    assert results(test_out)["accuracy"] is None and results(test_out)["metrics"] == {}
+    written = json.loads((test_out / "predictions.json").read_text())
+    assert [p["question_id"] for p in written] == list(range(300, 306))
+    assert {p["answer"] for p in written} <= {"yes", "no"}
+
+
+def test_datasets_directory_source(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def split(n, offset):
+        return datasets.Dataset.from_dict({
+            "image": [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(n)],
+            "question": [f"what is shown in picture {i}?" for i in range(n)],
+            "answers": [["cat"] * 3 if i % 2 else ["dog"] * 3 for i in range(n)],
+            "question_id": [offset + i for i in range(n)],
+        }, features=datasets.Features({
+            "image": datasets.Image(), "question": datasets.Value("string"),
+            "answers": datasets.Sequence(datasets.Value("string")),
+            "question_id": datasets.Value("int64"),
+        }))  # fmt: skip
+
+    source = tmp_path / "pets-vqa"
+    datasets.DatasetDict({"train": split(16, 0), "validation": split(6, 100)}).save_to_disk(source)
+    out = tmp_path / "run"
+    vqa.main(["--data", str(source), "--preset", "vilt-test", "--max-steps", "2",
+              "--batch-size", "8", "--examples", "0", "--output-dir", str(out)])  # fmt: skip
+    found = results(out)
+    assert found["eval_split"] == "validation" and found["metrics"]["eval_samples"] == 6
+    config = json.loads((out / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == ["cat", "dog"]
+    assert [p["question_id"] for p in json.loads((out / "predictions.json").read_text())] == list(
+        range(100, 106)
+    )

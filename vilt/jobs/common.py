@@ -1,0 +1,329 @@
+"""What every recipe job shares: its flags, its run (output directory, clock, the main
+process), evaluation without training, and what it leaves behind (results.json, curves,
+the printed summary).
+
+Flags: ``--data``, ``--preset``, ``--image-size``, ``--patch-size``, ``--init``,
+``--eval-only``, ``--max-train-examples``, ``--max-eval-examples``, plus one flag per
+:class:`TrainingConfig` field (``--epochs``, ``--max-steps``, ``--batch-size``, ``--lr``,
+``--seed``, ``--output-dir``, ``--resume``, ``--mixed-precision``, ``--num-workers``, ...).
+A value that cannot work (an unknown preset, a negative count) stops the job with one
+``error:`` line from argparse, before any data is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from ..config import PRESETS, ConfigError, get_preset
+from ..training import TrainingConfig, evaluate, make_loader, metrics_for
+from ..training.accel import build_accelerator, process_state
+from ..training.records import write_json_atomic
+
+__all__ = ["Job", "WithIndex", "job_parser", "limit", "parse_job_args", "positive_int"]
+
+# help for the TrainingConfig flags that add_arguments leaves bare
+TRAINING_HELP = {
+    "output_dir": "where results.json, metrics.csv, the model and plots go (default: %(default)s)",
+    "epochs": "passes over the training data (default: %(default)s)",
+    "max_steps": "optimizer steps; overrides --epochs when set",
+    "batch_size": "examples per step and process (default: %(default)s)",
+    "eval_batch_size": "examples per evaluation batch (default: --batch-size)",
+    "lr": "peak learning rate of AdamW",
+    "head_lr_multiplier": "learning-rate factor of the task head",
+    "weight_decay": "AdamW weight decay (default: %(default)s)",
+    "warmup": "warmup: a fraction of the steps (< 1) or a step count (default: %(default)s)",
+    "schedule": "decay after the warmup: cosine, linear or constant (default: %(default)s)",
+    "grad_accum_steps": "batches per optimizer step (default: %(default)s)",
+    "mixed_precision": "no, fp16 or bf16 (default: %(default)s)",
+    "seed": "seed of the initialisation, data order and augmentation (default: %(default)s)",
+    "log_every": "steps between metrics.csv rows (default: %(default)s)",
+    "eval_every": "steps between evaluations (default: at the end only)",
+    "save_every": "steps between checkpoints (default: at the end only)",
+    "num_workers": "DataLoader worker processes (default: %(default)s)",
+    "compile": "torch.compile the model",
+}
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def job_parser(
+    prog: str,
+    description: str,
+    examples: str,
+    *,
+    preset: str,
+    data_help: str,
+    lr: tuple[float, float],
+    head_lr_multiplier: tuple[float, float] = (1.0, 10.0),
+    **training_defaults: Any,
+) -> argparse.ArgumentParser:
+    """A parser with the common flags; ``training_defaults`` are the job's own
+    :class:`TrainingConfig` defaults (output_dir, epochs, batch_size, ...). ``lr`` and
+    ``head_lr_multiplier`` are (from scratch, from ``--init``) pairs: a new model trains
+    every weight at one rate, a checkpoint's new head learns faster than its backbone."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", default=None, metavar="SOURCE", help=data_help)
+    data.add_argument(
+        "--max-train-examples",
+        type=positive_int,
+        metavar="N",
+        help="train on a random N of the training examples (fixed by --seed)",
+    )
+    data.add_argument(
+        "--max-eval-examples",
+        type=positive_int,
+        metavar="N",
+        help="evaluate on the first N evaluation examples",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--preset", default=preset, help="model shape to train from scratch (default: %(default)s)"
+    )
+    model.add_argument("--image-size", type=positive_int, help="image size (default: the preset's)")
+    model.add_argument("--patch-size", type=positive_int, help="patch size (default: the preset's)")
+    model.add_argument(
+        "--init",
+        metavar="PATH_OR_NAME",
+        help="start from a checkpoint instead: a vilt or transformers directory or hub name",
+    )
+    model.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="evaluate the model in --init (else the one in --output-dir) without training",
+    )
+    training = parser.add_argument_group("training")
+    TrainingConfig.add_arguments(
+        training, tensorboard=False, lr=None, head_lr_multiplier=None, **training_defaults
+    )
+    for action in training._group_actions:
+        if action.dest in TRAINING_HELP:
+            action.help = TRAINING_HELP[action.dest]
+        if action.dest in ("lr", "head_lr_multiplier"):
+            choices = lr if action.dest == "lr" else head_lr_multiplier
+            action.help += f" (default: {choices[0]:g} from scratch, {choices[1]:g} with --init)"
+    parser.set_defaults(_rate_choices={"lr": lr, "head_lr_multiplier": head_lr_multiplier})
+    return parser
+
+
+def parse_job_args(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    *,
+    family: type,
+    resolve: Callable[[argparse.Namespace], None] | None = None,
+) -> argparse.Namespace:
+    """Parse and check the flags; a value that cannot work is one argparse error line.
+    ``resolve(args)`` fills the defaults that depend on other flags (e.g. on ``--init``)
+    and raises ValueError for a combination that cannot work."""
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    for name, choices in args._rate_choices.items():
+        if getattr(args, name) is None:
+            setattr(args, name, choices[args.init is not None])
+    if resolve is not None:
+        try:
+            resolve(args)
+        except ValueError as err:
+            parser.error(str(err))
+    if args.preset not in PRESETS or PRESETS[args.preset][0] is not family:
+        known = sorted(k for k, (cls, _) in PRESETS.items() if cls is family)
+        parser.error(f"--preset {args.preset!r} is not a {family.__name__} preset; known: {known}")
+    if args.init is not None and args.patch_size is not None:
+        parser.error("--patch-size cannot change the patch size of an --init checkpoint")
+    if not args.eval_only:
+        try:
+            get_preset(args.preset, **_sizes(args))
+            TrainingConfig.from_args(args)
+        except (ConfigError, ValueError) as err:
+            parser.error(str(err))
+    return args
+
+
+def _sizes(args: argparse.Namespace) -> dict[str, int]:
+    return {
+        k: v for k, v in (("image_size", args.image_size), ("patch_size", args.patch_size)) if v
+    }
+
+
+def limit(dataset: Dataset, n: int | None, *, shuffle: bool, seed: int = 0) -> Dataset:
+    """The first ``n`` items of ``dataset``, or a random ``n`` (seeded) when ``shuffle``."""
+    if n is None or n >= len(dataset):
+        return dataset
+    if shuffle:
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+        return Subset(dataset, sorted(order[:n].tolist()))
+    return Subset(dataset, range(n))
+
+
+class WithIndex(Dataset):
+    """``dataset`` with each item's position under ``meta["index"]``: predictions gathered
+    from several processes find their question by it."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        item = self.dataset[index]
+        if item is None:
+            return None
+        return {**item, "meta": {**(item.get("meta") or {}), "index": index}}
+
+
+class Job:
+    """One run of a recipe: its output directory, clock and messages (main process only)."""
+
+    def __init__(self, args: argparse.Namespace, *, task: str) -> None:
+        self.args = args
+        self.task = task
+        self.out = Path(args.output_dir)
+        self.start = time.perf_counter()
+        self.state = process_state()
+        self.is_main = self.state.is_main_process
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    def say(self, message: str) -> None:
+        if self.is_main:
+            print(message, flush=True)
+
+    def training_config(self, **extra: Any) -> TrainingConfig:
+        return TrainingConfig.from_args(self.args, task=self.task, **extra)
+
+    def model_dir(self) -> str:
+        """The model that --eval-only evaluates."""
+        return self.args.init or str(self.out)
+
+    def evaluate_only(
+        self,
+        model: torch.nn.Module,
+        dataset: Dataset | None,
+        collate_fn: Callable,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], Any]:
+        """Metrics of ``model`` on ``dataset`` without training, in the results.json layout,
+        and the accelerator it ran on (for further passes, e.g. predictions)."""
+        config = self.training_config().replace(output_dir=str(self.out))
+        accelerator = build_accelerator(config)
+        model = accelerator.prepare(model)
+        found: dict[str, float] = {}
+        if dataset is not None:
+            loader = make_loader(dataset, config, train=False, collate_fn=collate_fn)
+            loader = accelerator.prepare(loader)
+            metrics = metrics_for(model) if metrics is None else metrics
+            found = evaluate(accelerator, model, loader, metrics)
+        bare = accelerator.unwrap_model(model)
+        results = {
+            "metrics": found,
+            "steps": 0,
+            "wall_time_s": round(time.perf_counter() - self.start, 3),
+            "num_parameters": sum(p.numel() for p in bare.parameters()),
+            "world_size": accelerator.num_processes,
+            "mixed_precision": accelerator.mixed_precision,
+            "device": str(accelerator.device),
+            "config": config.to_dict(),
+        }
+        return results, accelerator
+
+    def finish(
+        self,
+        results: dict[str, Any],
+        *,
+        headline: str,
+        curves: Sequence[str] = (),
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Write results.json (the trainer's results, the job's extras and the total wall
+        time), the PNG curves of ``metrics.csv``, and print the summary; main process only."""
+        results = {
+            **results,
+            "task": self.task,
+            "eval_only": bool(self.args.eval_only),
+            "total_time_s": round(time.perf_counter() - self.start, 3),
+            **extra,
+        }
+        if self.is_main:
+            write_json_atomic(self.out / "results.json", results)
+            written = ["results.json"]
+            if (self.out / "metrics.csv").is_file() and not self.args.eval_only:
+                written += write_curves(self.out, curves)
+            if (self.out / "model.safetensors").is_file() and not self.args.eval_only:
+                written.insert(0, "model + processor")
+            written += [str(w) for w in extra.get("files", [])]
+            self.say(summary(results, headline=headline, out=self.out, written=written))
+        self._leave_process_group()
+        return results
+
+    def _leave_process_group(self) -> None:
+        """Every process waits for the main one's files, then closes the process group: a
+        process that exits with gloo still open can abort ("terminate called ...")."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.state.wait_for_everyone()
+            torch.distributed.destroy_process_group()
+
+
+def write_curves(out: Path, metric_keys: Sequence[str]) -> list[str]:
+    """loss.png (training and evaluation loss) and metrics.png (the eval metrics) from
+    ``out/metrics.csv``, for the columns it holds."""
+    from ..viz import plot_training_curves
+
+    with open(out / "metrics.csv", newline="", encoding="utf-8") as handle:
+        present = set(next(csv.reader(handle), []))
+    written = []
+    for name, keys in (("loss.png", ("loss", "eval_loss")), ("metrics.png", metric_keys)):
+        keys = [k for k in keys if k in present]
+        if keys:
+            plot_training_curves(out / "metrics.csv", out / name, keys=keys)
+            written.append(name)
+    return written
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+def summary(results: Mapping[str, Any], *, headline: str, out: Path, written: Sequence[str]) -> str:
+    """The lines a job prints at the end: the headline metric, then how the run went."""
+    parts = []
+    if results.get("steps"):
+        parts.append(f"{results['steps']:,} steps ({results.get('epochs', 0):g} epochs)")
+    parts.append(f"total {_duration(results['total_time_s'])}")
+    if results.get("steps") and results.get("session_time_s"):
+        rate = results.get("samples_seen", 0) / max(results["wall_time_s"], 1e-9)
+        parts.append(f"training {_duration(results['wall_time_s'])}, {rate:,.0f} samples/s")
+    parts.append(f"{results.get('world_size', 1)} process(es) on {results.get('device', '?')}")
+    params = results.get("num_parameters")
+    if params:
+        parts.append(f"{params / 1e6:.2f}M parameters")
+    return "\n".join([headline, " | ".join(parts), f"wrote to {out}: {', '.join(written)}"])
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}%"

@@ -1,0 +1,164 @@
+"""``vilt train-vit`` / ``python recipes/train_vit.py``: train a ViT image classifier (or
+evaluate one) and print the test accuracy.
+
+With no flags: scikit-learn's bundled digits (1,437 train / 360 test 8x8 images, the data
+loader's fixed split) and a small ViT from scratch (``DEFAULT_PRESET``). Any source
+``load_classification`` reads works with ``--data``: a hub name, an imagefolder directory
+(class subfolders under train/ and test/ or validation/), a ``save_to_disk`` directory.
+Writes the model (label names in its config's id2label) with its image processor,
+results.json, metrics.csv, loss.png and metrics.png to ``--output-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+from ..config import ViTConfig
+from ..data import ClassificationCollator, load_classification
+from ..modeling import ViTForImageClassification
+from ..processing import ViTImageProcessor
+from ..training import Trainer, set_seed
+from . import models
+from .augment import RandomShift
+from .common import Job, WithIndex, job_parser, limit, parse_job_args, percent
+
+__all__ = ["DEFAULT_PRESET", "build_parser", "main"]
+
+DEFAULT_PRESET = "vit-digits"
+SCRATCH_LR, FINETUNE_LR = 2e-3, 1e-4
+
+EXAMPLES = """examples:
+  python recipes/train_vit.py                            # digits from scratch, test accuracy
+  vilt train-vit --data path/to/imagefolder --image-size 64 --patch-size 8 --epochs 20
+  vilt train-vit --data cifar10 --init google/vit-base-patch16-224 --image-size 224
+  vilt train-vit --eval-only --init runs/vit             # evaluate a saved model
+  torchrun --nproc_per_node 2 recipes/train_vit.py --output-dir runs/vit-ddp
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = job_parser(
+        "vilt train-vit",
+        "Train a ViT image classifier (or --eval-only) and print the test accuracy.",
+        EXAMPLES,
+        preset=DEFAULT_PRESET,
+        data_help="default: scikit-learn digits; a hub name, imagefolder or datasets directory",
+        output_dir="runs/vit",
+        epochs=60,
+        batch_size=64,
+        eval_batch_size=512,
+        lr=(SCRATCH_LR, FINETUNE_LR),
+        weight_decay=0.05,
+        warmup=0.05,
+        log_every=20,
+    )
+    vit = parser.add_argument_group("classification")
+    vit.add_argument("--train-split", default="train")
+    vit.add_argument("--eval-split", default="test", help="test (falls back to validation)")
+    vit.add_argument(
+        "--shift",
+        type=int,
+        help="largest random shift of a training image, in pixels (default: 1 digits, else 0)",
+    )
+    return parser
+
+
+def _resolve_defaults(args: argparse.Namespace) -> None:
+    if args.shift is None:
+        args.shift = 1 if args.data is None else 0
+    if args.shift < 0:
+        raise ValueError(f"--shift must be >= 0, got {args.shift}")
+    if args.init is not None and args.image_size is not None:
+        raise ValueError(
+            "--image-size cannot change an --init ViT's image size (its position table fixes it)"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parse_job_args(parser, argv, family=ViTConfig, resolve=_resolve_defaults)
+    job = Job(args, task="image-classification")
+    set_seed(args.seed)
+    if args.eval_only:
+        return _evaluate(job)
+    return _train(job)
+
+
+def _load(job: Job, split: str, processor: ViTImageProcessor) -> Any:
+    """A split of ``--data`` as uint8 images at the processor's size; the digits cached."""
+    transform = partial(processor.preprocess_one, normalize=False)
+    cache = job.args.data is None  # 1,797 images of 8x8: decoded once
+    return load_classification(job.args.data, split=split, transform=transform, cache_images=cache)
+
+
+def _evaluate(job: Job) -> int:
+    source = job.model_dir()
+    model = ViTForImageClassification.from_pretrained(source)
+    processor = ViTImageProcessor.from_pretrained(source)
+    test = limit(
+        _load(job, job.args.eval_split, processor), job.args.max_eval_examples, shuffle=False
+    )
+    job.say(f"evaluating {source} on {len(test):,} {job.args.eval_split} images")
+    results, _ = job.evaluate_only(model, test, ClassificationCollator(processor))
+    return _report(job, results)
+
+
+def _train(job: Job) -> int:
+    args = job.args
+    init = models.read_init(args.init, ViTForImageClassification) if args.init else None
+    base = ViTConfig.from_dict(init.config) if init else models.scratch_config(args)
+    processor = _processor(args, base)
+    train = _load(job, args.train_split, processor)
+    test = limit(_load(job, args.eval_split, processor), args.max_eval_examples, shuffle=False)
+    labels = {"id2label": train.id2label, "num_labels": train.num_labels}
+    if init is not None:
+        model = models.from_init(ViTForImageClassification, init, **labels)
+    else:
+        model = ViTForImageClassification(models.scratch_config(args, **labels))
+    train = limit(train, args.max_train_examples, shuffle=True, seed=args.seed)
+    if job.is_main:
+        processor.save_pretrained(job.out)
+    job.say(
+        f"image classification on {args.data or 'digits'}: {len(train):,} training and "
+        f"{len(test):,} {args.eval_split} images, {len(labels['id2label'])} classes, "
+        f"{model.num_parameters() / 1e6:.2f}M parameters"
+    )
+    collate = ClassificationCollator(processor)
+    trainer = Trainer(
+        model,
+        job.training_config(data=args.data, preset=args.preset, init=args.init),
+        train_dataset=WithIndex(train),
+        eval_dataset=test,
+        collate_fn=RandomShift(collate, args.shift, seed=args.seed),
+        eval_collate_fn=collate,
+    )
+    return _report(job, trainer.train())
+
+
+def _processor(args: argparse.Namespace, config: ViTConfig) -> ViTImageProcessor:
+    """The init checkpoint's image processor when it has one, else one at the model's size
+    (a ViT's position table fixes its image size)."""
+    if args.init is not None and models.has_image_processor(args.init):
+        return ViTImageProcessor.from_pretrained(args.init)
+    return ViTImageProcessor(size=config.image_size)
+
+
+def _report(job: Job, results: dict) -> int:
+    accuracy = results["metrics"].get("eval_accuracy")
+    name = job.args.data or "digits"
+    headline = (
+        f"{name} {job.args.eval_split} accuracy: {percent(accuracy)} "
+        f"({int(results['metrics'].get('eval_samples', 0)):,} images)"
+    )
+    job.finish(
+        results,
+        headline=headline,
+        curves=["eval_accuracy", "eval_top5_accuracy"],
+        data=job.args.data or "digits",
+        eval_split=job.args.eval_split,
+        accuracy=accuracy,
+    )
+    return 0

@@ -1,0 +1,259 @@
+"""``vilt vqa`` / ``python recipes/vqa.py``: train ViLT for visual question answering, or
+evaluate a trained model, and print the accuracy.
+
+With no flags: easy-VQA from its package, a small ViLT (``DEFAULT_PRESET``) from scratch
+with a WordPiece vocabulary trained on the training questions, evaluated on easy-VQA's
+official test split. Writes to ``--output-dir`` the model with its processor,
+results.json, metrics.csv, loss.png and metrics.png, predictions.json (the official VQA
+results format) and examples/ (test images with question, answer and attention heatmap).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+from ..config import ViltConfig
+from ..data import AnswerVocab, VQACollator
+from ..modeling import ViltForQuestionAnswering
+from ..processing import ViltProcessor
+from ..training import Trainer, set_seed
+from . import models
+from .augment import HorizontalFlip
+from .common import Job, job_parser, parse_job_args, percent
+from .vqa_data import balance_answers, default_splits, load_split, source_kind
+from .vqa_outputs import predict_labels, save_examples, write_predictions
+
+__all__ = ["DEFAULT_PRESET", "build_parser", "main"]
+
+DEFAULT_PRESET = "vilt-easy-vqa"
+# peak learning rates from scratch and when fine-tuning an --init checkpoint
+SCRATCH_LR, FINETUNE_LR = 1e-3, 1e-4
+BALANCE = 0.0  # --balance-answers on easy-VQA
+
+EXAMPLES = """examples:
+  python recipes/vqa.py                                  # easy-VQA from scratch, test accuracy
+  vilt vqa --output-dir runs/vqa --epochs 3              # the same through the vilt command
+  vilt vqa --init runs/pretrain --output-dir runs/vqa-ft # start from a pretraining run
+  vilt vqa --init dandelin/vilt-b32-mlm --image-size 384 # a transformers checkpoint
+  vilt vqa --data /data/vqav2 --init dandelin/vilt-b32-mlm --image-size 384 --batch-size 32
+  vilt vqa --eval-only --init runs/vqa                   # evaluate a saved model
+  vilt vqa --eval-only --init runs/vqa --data /data/vqav2 --eval-split test-dev
+  accelerate launch --config_file recipes/configs/multi_gpu.yaml recipes/vqa.py
+  torchrun --nproc_per_node 2 recipes/vqa.py --output-dir runs/vqa-ddp
+
+--data: easy-vqa (default), a directory in the official VQAv2 layout
+(v2_OpenEnded_mscoco_{split}_questions.json, v2_mscoco_{split}_annotations.json,
+{split}/COCO_{split}_{id:012d}.jpg; VQA accuracy; a test split without annotations is only
+predicted), or a datasets source (hub name or directory) with image, question and answers.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = job_parser(
+        "vilt vqa",
+        "Train ViLT for visual question answering (or --eval-only) and print the accuracy.",
+        EXAMPLES,
+        preset=DEFAULT_PRESET,
+        data_help="easy-vqa (default), a VQAv2 directory, or a datasets hub name / directory",
+        output_dir="runs/vqa",
+        epochs=6,
+        batch_size=128,
+        eval_batch_size=512,
+        lr=(SCRATCH_LR, FINETUNE_LR),
+        weight_decay=0.05,
+        warmup=0.05,
+        log_every=25,
+    )
+    vqa = parser.add_argument_group("VQA")
+    vqa.add_argument("--train-split", help="default: train")
+    vqa.add_argument(
+        "--eval-split", help="default: test (easy-VQA), val (VQAv2), validation (datasets)"
+    )
+    vqa.add_argument(
+        "--vocab-size", type=int, default=4096, help="WordPiece vocabulary trained when needed"
+    )
+    vqa.add_argument(
+        "--min-answer-count",
+        type=int,
+        help="answers seen fewer times in training are not predicted (default: 9 VQAv2, else 1)",
+    )
+    vqa.add_argument(
+        "--hflip",
+        type=float,
+        help="probability of mirroring a training image (default: 0.5 easy-VQA, else 0)",
+    )
+    vqa.add_argument(
+        "--balance-answers",
+        type=float,
+        metavar="ALPHA",
+        help="repeat questions with rare answers (n_top / n_answer) ** ALPHA times an epoch "
+        f"(default: {BALANCE:g} easy-VQA, else 0: the data as it is)",
+    )
+    vqa.add_argument(
+        "--examples", type=int, default=6, help="test images drawn with their answers (PNG)"
+    )
+    return parser
+
+
+def _resolve_defaults(args: argparse.Namespace) -> None:
+    kind = source_kind(args.data)
+    train_split, eval_split = default_splits(kind)
+    args.train_split = args.train_split or train_split
+    args.eval_split = args.eval_split or eval_split
+    if args.hflip is None:
+        args.hflip = 0.5 if kind == "easy-vqa" else 0.0
+    if args.balance_answers is None:
+        args.balance_answers = BALANCE if kind == "easy-vqa" else 0.0
+    if args.balance_answers < 0:
+        raise ValueError(f"--balance-answers must be >= 0, got {args.balance_answers}")
+    if not 0.0 <= args.hflip <= 1.0:
+        raise ValueError(f"--hflip must be a probability in [0, 1], got {args.hflip}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parse_job_args(parser, argv, family=ViltConfig, resolve=_resolve_defaults)
+    job = Job(args, task="vqa")
+    if args.eval_only:
+        return _evaluate(job)
+    return _train(job)
+
+
+def _train(job: Job) -> int:
+    args = job.args
+    set_seed(args.seed)
+    init = models.read_init(args.init, ViltForQuestionAnswering) if args.init else None
+    processor = models.resumed_processor(job.out, args.resume)
+    base = ViltConfig.from_dict(init.config) if init else models.scratch_config(args)
+    if processor is None:
+        image_processor = models.image_processor(args.image_size or _size(base), _patch(base))
+    else:
+        image_processor = processor.image_processor
+    transform = partial(image_processor.preprocess_one, normalize=False)
+    vocab = _init_vocab(init)
+    train = load_split(
+        args, args.train_split, vocab=vocab, transform=transform,
+        max_examples=args.max_train_examples, shuffle=True,
+    )  # fmt: skip
+    test = load_split(
+        args, args.eval_split, vocab=train.vocab, transform=transform,
+        max_examples=args.max_eval_examples, shuffle=False,
+    )  # fmt: skip
+    if processor is None:
+        tokenizer = models.run_tokenizer(args.init, train.questions, args.vocab_size)
+        processor = ViltProcessor(
+            image_processor, tokenizer, max_length=base.max_position_embeddings
+        )
+    labels = {"id2label": train.vocab.id2label, "num_labels": len(train.vocab)}
+    if init is not None:
+        model = models.from_init(ViltForQuestionAnswering, init, **labels)
+    else:
+        config = models.scratch_config(args, vocab_size=processor.tokenizer.vocab_size, **labels)
+        model = ViltForQuestionAnswering(config)
+    models.check_vocab(processor, model.config, args.init or f"preset {args.preset}")
+    if job.is_main:
+        processor.save_pretrained(job.out)
+    collate = VQACollator(processor)
+    job.say(
+        f"VQA on {args.data or 'easy-vqa'}: {len(train.dataset):,} training and "
+        f"{len(test.dataset):,} {args.eval_split} questions, {len(train.vocab)} answers, "
+        f"{model.num_parameters() / 1e6:.2f}M parameters"
+    )
+    trainer = Trainer(
+        model,
+        job.training_config(data=args.data, preset=args.preset, init=args.init),
+        train_dataset=balance_answers(train, args.balance_answers),
+        eval_dataset=test.dataset if test.answered else None,
+        collate_fn=HorizontalFlip(collate, args.hflip, seed=args.seed),
+        eval_collate_fn=collate,
+    )
+    results = trainer.train()
+    extra = _finish_outputs(job, trainer.accelerator, trainer.model, processor, test, collate)
+    _report(job, results, test, extra)
+    return 0
+
+
+def _evaluate(job: Job) -> int:
+    args = job.args
+    source = job.model_dir()
+    model = ViltForQuestionAnswering.from_pretrained(source)
+    processor = ViltProcessor.from_pretrained(source)
+    if not model.config.id2label:
+        raise ValueError(f"{source}: the model has no answer names (id2label) to evaluate")
+    vocab = AnswerVocab.from_id2label(model.config.id2label)
+    transform = partial(processor.image_processor.preprocess_one, normalize=False)
+    test = load_split(
+        args, args.eval_split, vocab=vocab, transform=transform,
+        max_examples=args.max_eval_examples, shuffle=False,
+    )  # fmt: skip
+    collate = VQACollator(processor)
+    job.say(f"evaluating {source} on {len(test.dataset):,} {args.eval_split} questions")
+    results, accelerator = job.evaluate_only(
+        model, test.dataset if test.answered else None, collate
+    )
+    extra = _finish_outputs(job, accelerator, model, processor, test, collate)
+    _report(job, results, test, extra)
+    return 0
+
+
+def _init_vocab(init: Any) -> AnswerVocab | None:
+    """A VQA checkpoint's own answers (its head's label order), else None (from the data)."""
+    if init is None or init.architecture != "ViltForQuestionAnswering":
+        return None
+    id2label = init.config.get("id2label")
+    return AnswerVocab.from_id2label(id2label) if id2label else None
+
+
+def _size(config: ViltConfig) -> int:
+    size = config.image_size
+    return min(size) if isinstance(size, tuple) else size
+
+
+def _patch(config: ViltConfig) -> int:
+    patch = config.patch_size
+    return max(patch) if isinstance(patch, tuple) else patch
+
+
+def _finish_outputs(
+    job: Job, accelerator: Any, model: Any, processor: Any, test: Any, collate: Any
+) -> dict[str, Any]:
+    """predictions.json for every question of the evaluated split, and the example images."""
+    config = job.training_config()
+    bare = accelerator.unwrap_model(model)
+    predictions = predict_labels(accelerator, model, test.dataset, collate, config)
+    extra: dict[str, Any] = {"files": []}
+    if job.is_main:
+        path = job.out / "predictions.json"
+        extra["predictions"] = write_predictions(
+            path, test.records, predictions, bare.config.id2label
+        )
+        examples = save_examples(
+            bare, processor, test.records, job.out / "examples", job.args.examples
+        )
+        extra["files"] = ["predictions.json"] + (["examples/"] if examples else [])
+    return extra
+
+
+def _report(job: Job, results: dict[str, Any], test: Any, extra: dict[str, Any]) -> None:
+    args = job.args
+    accuracy = results["metrics"].get("eval_vqa_accuracy")
+    name = "easy-VQA" if source_kind(args.data) == "easy-vqa" else args.data
+    if accuracy is None:
+        headline = f"{name} {args.eval_split}: no answers to score; predictions written"
+    else:
+        headline = (
+            f"{name} {args.eval_split} accuracy: {percent(accuracy)} "
+            f"({int(results['metrics'].get('eval_samples', 0)):,} questions)"
+        )
+    job.finish(
+        results,
+        headline=headline,
+        curves=["eval_vqa_accuracy"],
+        data=args.data or "easy-vqa",
+        eval_split=args.eval_split,
+        accuracy=accuracy,
+        **extra,
+    )

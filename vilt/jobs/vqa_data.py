@@ -1,0 +1,104 @@
+"""The VQA job's data: which source ``--data`` names, its default splits, and a split
+loaded (and limited) with the records that line up with its items.
+
+Sources: easy-VQA (the default, from its package), a directory in the official VQAv2
+layout, or a ``datasets`` source (hub name, local directory, ``save_to_disk`` output) with
+image, question and answers columns. easy-VQA's 5,000 images are decoded once and kept as
+uint8 tensors (``cache_images``); the larger sources are decoded per item by the loader.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset, Subset
+
+from ..data import AnswerVocab, load_vqa
+from .common import limit
+
+__all__ = ["VQASplit", "balance_answers", "default_splits", "load_split", "source_kind"]
+
+
+def source_kind(data: str | None) -> str:
+    """The kind of source: easy-vqa, vqav2 (a directory in the official layout) or datasets."""
+    if data is None or data.lower() in ("easy-vqa", "easy_vqa"):
+        return "easy-vqa"
+    path = Path(data)
+    if path.is_dir() and any(path.glob("v2_OpenEnded_mscoco_*_questions.json")):
+        return "vqav2"
+    return "datasets"
+
+
+def default_splits(kind: str) -> tuple[str, str]:
+    """(train split, evaluation split) of a source kind."""
+    return {
+        "easy-vqa": ("train", "test"),
+        "vqav2": ("train", "val"),
+        "datasets": ("train", "validation"),
+    }[kind]
+
+
+@dataclass
+class VQASplit:
+    """A loaded split: the items to batch, the records in item order, the answer vocab,
+    and every question of the split (before ``--max-*-examples``: the tokenizer's texts)."""
+
+    dataset: Dataset
+    records: list[Any]
+    vocab: AnswerVocab
+    questions: list[str]
+
+    @property
+    def answered(self) -> bool:
+        """Whether the split holds human answers (test splits may not: predictions only)."""
+        return any(r.answers is not None for r in self.records)
+
+
+def load_split(
+    args: argparse.Namespace,
+    split: str,
+    *,
+    vocab: AnswerVocab | None,
+    transform: Any,
+    max_examples: int | None,
+    shuffle: bool,
+) -> VQASplit:
+    """``split`` of ``--data`` as items of ``transform``-ed images, limited to
+    ``max_examples`` (a seeded random subset when ``shuffle``, else the first ones)."""
+    kind = source_kind(args.data)
+    min_count = args.min_answer_count or (9 if kind == "vqav2" else 1)
+    base = load_vqa(
+        args.data,
+        split=split,
+        vocab=vocab,
+        min_count=min_count,
+        transform=transform,
+        cache_images=kind == "easy-vqa" and max_examples is None,
+    )
+    dataset = limit(base, max_examples, shuffle=shuffle, seed=args.seed)
+    indices = dataset.indices if isinstance(dataset, Subset) else range(len(base))
+    questions = [r.question for r in base.records]
+    return VQASplit(dataset, [base.records[i] for i in indices], base.vocab, questions)
+
+
+def balance_answers(split: VQASplit, alpha: float) -> Dataset:
+    """The training items, each repeated round((n_top / n_answer) ** alpha) times (at least
+    once), where n_answer counts the questions whose majority answer is the item's.
+
+    Rare answers are seen more often: with alpha 0.5 easy-VQA's shape and colour questions
+    (5% of the questions each) come about three to five times per epoch while "yes" and "no"
+    (37% each) come once, which shortens the long stretch in which a model from scratch
+    answers those questions from the question alone. alpha 0 keeps the data as it is."""
+    if alpha <= 0:
+        return split.dataset
+    majority = [
+        Counter(r.answers).most_common(1)[0][0] if r.answers else None for r in split.records
+    ]
+    counts = Counter(a for a in majority if a is not None)
+    top = max(counts.values())
+    repeats = [1 if a is None else max(1, round((top / counts[a]) ** alpha)) for a in majority]
+    return Subset(split.dataset, [i for i, n in enumerate(repeats) for _ in range(n)])
