@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ViltConfig
-from .layers import activation
+from .activations import activation
 
 
 class Pooler(nn.Module):

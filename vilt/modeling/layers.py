@@ -12,26 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-_ACTIVATIONS = {
-    "gelu": nn.GELU,
-    "gelu_new": lambda: nn.GELU(approximate="tanh"),
-    "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
-    "quick_gelu": lambda: _QuickGELU(),
-    "relu": nn.ReLU,
-    "silu": nn.SiLU,
-    "swish": nn.SiLU,
-    "tanh": nn.Tanh,
-}
-
-
-class _QuickGELU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
-def activation(name: str) -> nn.Module:
-    """The activation module for a config's ``hidden_act`` name."""
-    return _ACTIVATIONS[name]()
+from .activations import activation, activation_linear
 
 
 def key_padding_bias(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -108,17 +89,22 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Linear -> activation -> Linear, with dropout after each."""
+    """Linear -> activation -> Linear -> dropout.
+
+    In training the activation is not kept for backward but recomputed from the
+    pre-activation (see ``activation_linear``): the same results for a third less of a
+    block's saved activations."""
 
     def __init__(self, *, dim: int, hidden_dim: int, act: str = "gelu", drop: float = 0.0) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.act = activation(act)
+        self.act_name = act
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.act(self.fc1(x))))
+        return self.drop(activation_linear(self.fc1(x), self.fc2, self.act_name, self.act))
 
 
 class Block(nn.Module):
