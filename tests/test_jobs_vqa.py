@@ -213,3 +213,24 @@ def test_datasets_directory_source(tmp_path):
     assert [p["question_id"] for p in json.loads((out / "predictions.json").read_text())] == list(
         range(100, 106)
     )
+
+
+def test_recipe_batches_compute_only_the_pooled_state_with_the_same_logits(trained):
+    model = vilt.ViltForQuestionAnswering.from_pretrained(trained).eval()
+    processor = ViltProcessor.from_pretrained(trained)
+    images = [Image.fromarray(np.full((32, 40, 3), c, dtype=np.uint8)) for c in (0, 90, 200)]
+    items = [
+        {"text": q, "pixel_values": processor.image_processor.preprocess_one(im, normalize=False)}
+        for q, im in zip(
+            ["what color is the shape?", "is there a circle?", "what?"], images, strict=True
+        )
+    ]
+    plain = vilt.data.VQACollator(processor)(items)
+    marked = vqa.PooledOnly(vilt.data.VQACollator(processor))(items)
+    assert marked.pop("pooled_only") is True and "pooled_only" not in plain
+    for batch in (plain, marked):
+        batch.pop("meta")
+    with torch.no_grad():
+        full = model(**plain).logits
+        fast = model(**marked, pooled_only=True).logits
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
