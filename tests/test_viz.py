@@ -1,5 +1,6 @@
 """Attention rollout heatmaps and training-curve plots."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -202,3 +203,17 @@ def test_heatmap_puts_each_patch_at_its_row_and_column():
     expected = torch.zeros(2, 4)
     expected[1, 2] = 1.0
     torch.testing.assert_close(patch_heatmaps(vilt_like)[0], expected)
+
+
+def test_a_two_line_title_stays_above_the_panels(tmp_path):
+    white = Image.new("RGB", (40, 40), "white")
+    title = "Q: what shape is present?\npredicted: circle  (answer: circle)"
+    one = Image.open(save_attention_figure(white, torch.zeros(2, 2), tmp_path / "1.png", title="q"))
+    two = Image.open(
+        save_attention_figure(white, torch.zeros(2, 2), tmp_path / "2.png", title=title)
+    )
+    assert two.height > one.height  # room for the second line
+    # the first panel (a white image) is still white: no title text drawn over it
+    grid = np.asarray(two.convert("L"))
+    top = two.height - (192 + 22 + 8)  # panels (192 high) and their labels fill the bottom
+    assert grid[top + 2 : top + 150, 10:180].min() == 255

@@ -146,7 +146,8 @@ def _save_panels(
     columns = max(1, min(columns, len(scaled)))
     rows = -(-len(scaled) // columns)
     pad, label_h = 8, 22
-    top = label_h + pad if title else pad
+    # as many title lines as the title holds: a two-line title must not run under the panels
+    top = pad + (label_h * (title.count("\n") + 1) if title else 0)
     sheet = Image.new(
         "RGB",
         (columns * (width + pad) + pad, top + rows * (height + label_h + pad)),
