@@ -31,7 +31,7 @@ __all__ = ["DEFAULT_PRESET", "build_parser", "main"]
 DEFAULT_PRESET = "vilt-easy-vqa"
 # peak learning rates from scratch and when fine-tuning an --init checkpoint
 SCRATCH_LR, FINETUNE_LR = 1e-3, 1e-4
-BALANCE = 0.0  # --balance-answers on easy-VQA
+BALANCE = 0.5  # --balance-answers on easy-VQA: rare answers (shapes, colours) seen more often
 
 EXAMPLES = """examples:
   python recipes/vqa.py                                  # easy-VQA from scratch, test accuracy
