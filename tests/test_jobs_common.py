@@ -118,3 +118,22 @@ def test_balance_answers_repeats_rare_answers():
     # (16 / 4) ** 0.5 = 2 for circle; (16 / 1) ** 0.5 = 4 for red; unanswered once
     assert repeats == [1] * 16 + [2] * 4 + [4] + [1]
     assert [balanced[i] for i in range(3)] == [0, 1, 2]  # items of the split, in order
+
+
+def test_balance_templates_evens_the_answers_within_a_question_template():
+    from types import SimpleNamespace
+
+    from vilt.data import AnswerVocab
+    from vilt.jobs.vqa_data import VQASplit, balance_answers, question_template
+
+    vocab = AnswerVocab(["yes", "no", "circle", "triangle"])
+    assert question_template("Is there a circle?", {"circle"}) == "is there a _ ?"
+    rows = [("is there a circle?", "no")] * 4 + [("is there a triangle?", "yes")] * 2
+    rows += [("is there no circle?", "yes")] * 2 + [("is there no triangle?", "no")] * 2
+    records = [SimpleNamespace(question=q, answers=[a]) for q, a in rows]
+    split = VQASplit(list(range(len(records))), records, vocab, [q for q, _ in rows])
+    assert balance_answers(split, 0.0, 0.0) is split.dataset
+    balanced = balance_answers(split, 0.0, 1.0)
+    repeats = [list(balanced.indices).count(i) for i in range(len(records))]
+    # "is there a _ ?": 4 no, 2 yes -> yes twice; "is there no _ ?" ("no" is not blanked): even
+    assert repeats == [1] * 4 + [2] * 2 + [1] * 4

@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {BALANCE:g} easy-VQA, else 0: the data as it is)",
     )
     vqa.add_argument(
+        "--balance-templates",
+        type=float,
+        default=0.0,
+        metavar="BETA",
+        help="also repeat each answer within its question template (the question with answer "
+        "words blanked) (n_top / n_answer) ** BETA times (default: 0)",
+    )
+    vqa.add_argument(
         "--examples", type=int, default=6, help="test images drawn with their answers (PNG)"
     )
     return parser
@@ -107,6 +115,8 @@ def _resolve_defaults(args: argparse.Namespace) -> None:
         args.hflip = 0.5 if kind == "easy-vqa" else 0.0
     if args.balance_answers is None:
         args.balance_answers = BALANCE if kind == "easy-vqa" else 0.0
+    if args.balance_templates < 0:
+        raise ValueError(f"--balance-templates must be >= 0, got {args.balance_templates}")
     if args.balance_answers < 0:
         raise ValueError(f"--balance-answers must be >= 0, got {args.balance_answers}")
     if not 0.0 <= args.hflip <= 1.0:
@@ -165,7 +175,7 @@ def _train(job: Job) -> int:
     trainer = Trainer(
         model,
         job.training_config(data=args.data, preset=args.preset, init=args.init),
-        train_dataset=balance_answers(train, args.balance_answers),
+        train_dataset=balance_answers(train, args.balance_answers, args.balance_templates),
         eval_dataset=test.dataset if test.answered else None,
         collate_fn=HorizontalFlip(collate, args.hflip, seed=args.seed),
         eval_collate_fn=collate,

@@ -10,6 +10,7 @@ uint8 tensors (``cache_images``); the larger sources are decoded per item by the
 from __future__ import annotations
 
 import argparse
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,20 +86,48 @@ def load_split(
     return VQASplit(dataset, [base.records[i] for i in indices], base.vocab, questions)
 
 
-def balance_answers(split: VQASplit, alpha: float) -> Dataset:
-    """The training items, each repeated round((n_top / n_answer) ** alpha) times (at least
-    once), where n_answer counts the questions whose majority answer is the item's.
+def balance_answers(split: VQASplit, alpha: float, beta: float = 0.0) -> Dataset:
+    """The training items, each repeated round(w_answer * w_template) times (at least once).
 
-    Rare answers are seen more often: with alpha 0.5 easy-VQA's shape and colour questions
-    (5% of the questions each) come about three to five times per epoch while "yes" and "no"
-    (37% each) come once, which shortens the long stretch in which a model from scratch
-    answers those questions from the question alone. alpha 0 keeps the data as it is."""
-    if alpha <= 0:
+    w_answer = (n_top / n_answer) ** alpha, where n_answer counts the questions whose majority
+    answer is the item's: rare answers are seen more often. With alpha 0.5 easy-VQA's shape
+    and colour questions (5% of the questions each) come about three to five times per epoch
+    while "yes" and "no" (37% each) come once, which shortens the long stretch in which a model
+    from scratch answers those questions from the question alone.
+
+    w_template = (n_top_in_template / n_template_answer) ** beta balances the answers *within*
+    each question template (the question with the answer vocabulary's words blanked out, so
+    "is there a circle?" and "is there a triangle?" share one): the answer a template's
+    wording makes likely no longer wins on the wording alone, the idea behind VQAv2's
+    complementary pairs. alpha 0 and beta 0 keep the data as it is."""
+    if alpha <= 0 and beta <= 0:
         return split.dataset
     majority = [
         Counter(r.answers).most_common(1)[0][0] if r.answers else None for r in split.records
     ]
     counts = Counter(a for a in majority if a is not None)
     top = max(counts.values())
-    repeats = [1 if a is None else max(1, round((top / counts[a]) ** alpha)) for a in majority]
+    templates = [""] * len(split.records)  # one template for all: w_template 1 at beta 0
+    if beta > 0:
+        words = {label.lower() for label in split.vocab.labels if label and " " not in label}
+        words -= {"yes", "no"}  # answers, but in a question the word "no" is a negation
+        templates = [question_template(r.question, words) for r in split.records]
+    pairs = Counter((t, a) for t, a in zip(templates, majority, strict=True) if a is not None)
+    template_top: dict[str, int] = {}
+    for (t, _), n in pairs.items():
+        template_top[t] = max(template_top.get(t, 0), n)
+    repeats = []
+    for t, a in zip(templates, majority, strict=True):
+        if a is None:
+            repeats.append(1)
+            continue
+        weight = (top / counts[a]) ** max(alpha, 0.0)
+        weight *= (template_top[t] / pairs[(t, a)]) ** max(beta, 0.0)
+        repeats.append(max(1, round(weight)))
     return Subset(split.dataset, [i for i, n in enumerate(repeats) for _ in range(n)])
+
+
+def question_template(question: str, answer_words: set[str]) -> str:
+    """The question with every word that is itself an answer replaced by "_"."""
+    tokens = re.findall(r"[\w']+|[^\w\s]", question.lower())
+    return " ".join("_" if t in answer_words else t for t in tokens)
