@@ -29,7 +29,7 @@ __all__ = ["build_parser", "main"]
 
 EXAMPLES = """examples:
   python recipes/pretrain.py                              # easy-VQA captions, ITM + MLM
-  vilt vqa --init runs/pretrain --output-dir runs/vqa-pretrained   # then fine-tune on VQA
+  vilt vqa --init runs/pretrain --lr 1e-3 --head-lr-multiplier 1   # then fine-tune on VQA
   vilt pretrain --data captions_train2017.json --image-dir /data/coco/train2017 \\
       --eval-data captions_val2017.json --eval-image-dir /data/coco/val2017
   vilt pretrain --data pairs.jsonl --max-steps 20000      # {"image": path, "caption": text}

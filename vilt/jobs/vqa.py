@@ -36,7 +36,7 @@ BALANCE = 0.5  # --balance-answers on easy-VQA: rare answers (shapes, colours) s
 EXAMPLES = """examples:
   python recipes/vqa.py                                  # easy-VQA from scratch, test accuracy
   vilt vqa --output-dir runs/vqa --epochs 3              # the same through the vilt command
-  vilt vqa --init runs/pretrain --output-dir runs/vqa-ft # start from a pretraining run
+  vilt vqa --init runs/pretrain --lr 1e-3 --head-lr-multiplier 1  # from a small pretraining run
   vilt vqa --init dandelin/vilt-b32-mlm --image-size 384 # a transformers checkpoint
   vilt vqa --data /data/vqav2 --init dandelin/vilt-b32-mlm --image-size 384 --batch-size 32
   vilt vqa --eval-only --init runs/vqa                   # evaluate a saved model
