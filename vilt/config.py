@@ -262,6 +262,19 @@ class ViltConfig(_BaseConfig):
             )
 
 
+# a small ViLT for 64x64 images as 64 patches: vilt-small, and the VQA recipe's default
+_VILT_SMALL: dict[str, Any] = dict(
+    hidden_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    intermediate_size=256,
+    image_size=64,
+    patch_size=8,
+    vocab_size=1000,
+    max_position_embeddings=40,
+    layer_norm_eps=1e-6,
+)
+
 PRESETS: dict[str, tuple[type[_BaseConfig], dict[str, Any]]] = {
     # public ViT shapes
     "vit-tiny/16": (ViTConfig, dict(hidden_size=192, num_attention_heads=3, intermediate_size=768)),
@@ -317,35 +330,9 @@ PRESETS: dict[str, tuple[type[_BaseConfig], dict[str, Any]]] = {
     ),
     # ViLT
     "vilt-b32": (ViltConfig, dict()),
-    "vilt-small": (
-        ViltConfig,
-        dict(
-            hidden_size=128,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            intermediate_size=256,
-            image_size=64,
-            patch_size=8,
-            vocab_size=1000,
-            max_position_embeddings=40,
-            layer_norm_eps=1e-6,
-        ),
-    ),
+    "vilt-small": (ViltConfig, _VILT_SMALL),
     # the VQA recipe's default: easy-VQA's 64x64 images as 64 patches, trained from scratch
-    "vilt-easy-vqa": (
-        ViltConfig,
-        dict(
-            hidden_size=128,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            intermediate_size=256,
-            image_size=64,
-            patch_size=8,
-            vocab_size=1000,
-            max_position_embeddings=40,
-            layer_norm_eps=1e-6,
-        ),
-    ),
+    "vilt-easy-vqa": (ViltConfig, _VILT_SMALL),
     "vilt-test": (
         ViltConfig,
         dict(
