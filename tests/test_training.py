@@ -162,6 +162,25 @@ def test_schedules_warm_up_then_decay():
     assert all(a >= b for a, b in itertools.pairwise(steps))
 
 
+def test_wsd_schedule_holds_the_peak_then_decays_over_the_cooldown():
+    wsd = lr_lambda(total_steps=100, warmup_steps=10, schedule="wsd", cooldown_steps=20)
+    assert [wsd(s) for s in (0, 9)] == pytest.approx([0.1, 1.0])
+    assert [wsd(s) for s in (10, 50, 80)] == [1.0, 1.0, 1.0]  # stable until the cooldown
+    assert [wsd(s) for s in (90, 99, 100)] == pytest.approx([0.5, 0.05, 0.0])
+    assert lr_lambda(total_steps=100, warmup_steps=0, schedule="wsd")(99) == 1.0  # no cooldown
+    floor = lr_lambda(
+        total_steps=100, warmup_steps=0, schedule="wsd", min_lr_ratio=0.1, cooldown_steps=20
+    )
+    assert floor(79) == 1.0 and floor(100) == pytest.approx(0.1)
+
+
+def test_wsd_cooldown_is_a_fraction_or_a_step_count():
+    assert TrainingConfig(schedule="wsd").cooldown_steps(1000) == 200
+    assert TrainingConfig(schedule="wsd", cooldown=150).cooldown_steps(1000) == 150
+    with pytest.raises(ValueError, match=r"TrainingConfig.cooldown=-0.1"):
+        TrainingConfig(cooldown=-0.1)
+
+
 def test_trainer_lr_follows_schedule_and_head_multiplier(tmp_path):
     seen = []
     trainer = make_trainer(

@@ -42,7 +42,10 @@ TRAINING_HELP = {
     "head_lr_multiplier": "learning-rate factor of the task head",
     "weight_decay": "AdamW weight decay (default: %(default)s)",
     "warmup": "warmup: a fraction of the steps (< 1) or a step count (default: %(default)s)",
-    "schedule": "decay after the warmup: cosine, linear or constant (default: %(default)s)",
+    "schedule": "after the warmup: cosine, linear or constant, or wsd (constant, then a linear "
+    "decay over the last --cooldown) (default: %(default)s)",
+    "cooldown": "wsd's final decay: a fraction of the steps (< 1) or a step count "
+    "(default: %(default)s)",
     "grad_accum_steps": "batches per optimizer step (default: %(default)s)",
     "mixed_precision": "no, fp16 or bf16 (default: %(default)s)",
     "seed": "seed of the initialisation, data order and augmentation (default: %(default)s)",

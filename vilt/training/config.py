@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = ["TrainingConfig"]
 
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "wsd")
 PRECISIONS = ("no", "fp16", "bf16")
 NONFINITE = ("raise", "skip")
 
@@ -33,7 +33,8 @@ class TrainingConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     warmup: float = 0.1  # < 1: a fraction of the total steps; >= 1: a number of steps
-    schedule: str = "cosine"  # cosine | linear | constant (after the warmup)
+    schedule: str = "cosine"  # cosine | linear | constant | wsd (after the warmup)
+    cooldown: float = 0.2  # wsd: the final decay, a fraction of the total steps (< 1) or steps
     min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
     grad_accum_steps: int = 1
     max_grad_norm: float | None = 1.0  # None or 0: no clipping
@@ -70,6 +71,7 @@ class TrainingConfig:
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay)
         _check(self.warmup >= 0, "warmup", self.warmup, "must be a fraction < 1 or a step count")
         _check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio)
+        _check(self.cooldown >= 0, "cooldown", self.cooldown, "must be a fraction < 1 or steps")
         _check(self.num_workers >= 0, "num_workers", self.num_workers)
         _check(self.schedule in SCHEDULES, "schedule", self.schedule, f"one of {SCHEDULES}")
         _check(
@@ -87,6 +89,12 @@ class TrainingConfig:
         if self.warmup < 1:
             return int(self.warmup * total_steps)
         return int(self.warmup)
+
+    def cooldown_steps(self, total_steps: int) -> int:
+        """The wsd schedule's final decay in steps: a fraction of ``total_steps`` or a count."""
+        if self.cooldown < 1:
+            return int(self.cooldown * total_steps)
+        return int(self.cooldown)
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from .config import TrainingConfig
+from .config import SCHEDULES, TrainingConfig
 
 __all__ = [
     "build_optimizer",
@@ -109,22 +109,31 @@ def fused_adamw_supported(device: torch.device | str) -> bool:
 
 
 def lr_lambda(
-    *, total_steps: int, warmup_steps: int, schedule: str = "cosine", min_lr_ratio: float = 0.0
+    *,
+    total_steps: int,
+    warmup_steps: int,
+    schedule: str = "cosine",
+    min_lr_ratio: float = 0.0,
+    cooldown_steps: int = 0,
 ) -> Callable[[int], float]:
     """The lr factor of step ``s`` (0-based): linear warmup to 1 over ``warmup_steps``
     (the first step already trains, at 1/warmup), then cosine or linear decay that reaches
-    ``min_lr_ratio`` one step after the last, or constant."""
-    if schedule not in ("cosine", "linear", "constant"):
-        raise ValueError(f"schedule must be cosine, linear or constant, got {schedule!r}")
+    ``min_lr_ratio`` one step after the last, or constant, or wsd (warmup-stable-decay):
+    constant, then a linear decay over the last ``cooldown_steps`` steps. wsd keeps the peak
+    rate for most of a short run, where cosine has already halved it by the middle."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     total = max(int(total_steps), 1)
     warm = max(int(warmup_steps), 0)
+    stable_end = total - max(int(cooldown_steps), 0) if schedule == "wsd" else warm
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
-        if schedule == "constant":
+        if schedule == "constant" or step < stable_end:
             return 1.0
-        progress = min((step - warm) / max(total - warm, 1), 1.0)
+        start = max(warm, stable_end)
+        progress = min((step - start) / max(total - start, 1), 1.0)
         decay = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1 - progress
         return min_lr_ratio + (1.0 - min_lr_ratio) * decay
 
@@ -140,5 +149,6 @@ def build_scheduler(
         warmup_steps=config.warmup_steps(total_steps),
         schedule=config.schedule,
         min_lr_ratio=config.min_lr_ratio,
+        cooldown_steps=config.cooldown_steps(total_steps),
     )
     return LambdaLR(optimizer, factor)
