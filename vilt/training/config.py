@@ -17,6 +17,11 @@ PRECISIONS = ("no", "fp16", "bf16")
 NONFINITE = ("raise", "skip")
 
 
+def _in_steps(value: float, total_steps: int) -> int:
+    """A fraction of ``total_steps`` (``value`` < 1) or a step count (``value`` >= 1)."""
+    return int(value * total_steps) if value < 1 else int(value)
+
+
 @dataclass
 class TrainingConfig:
     """Options of :class:`vilt.training.Trainer`. Steps are optimizer steps (one per
@@ -86,15 +91,11 @@ class TrainingConfig:
 
     def warmup_steps(self, total_steps: int) -> int:
         """The warmup in steps: a fraction of ``total_steps`` or a step count."""
-        if self.warmup < 1:
-            return int(self.warmup * total_steps)
-        return int(self.warmup)
+        return _in_steps(self.warmup, total_steps)
 
     def cooldown_steps(self, total_steps: int) -> int:
         """The wsd schedule's final decay in steps: a fraction of ``total_steps`` or a count."""
-        if self.cooldown < 1:
-            return int(self.cooldown * total_steps)
-        return int(self.cooldown)
+        return _in_steps(self.cooldown, total_steps)
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -125,14 +125,14 @@ def lr_lambda(
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     total = max(int(total_steps), 1)
     warm = max(int(warmup_steps), 0)
-    stable_end = total - max(int(cooldown_steps), 0) if schedule == "wsd" else warm
+    # the decay starts after the warmup, or (wsd) where the cooldown begins
+    start = max(warm, total - max(int(cooldown_steps), 0)) if schedule == "wsd" else warm
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
-        if schedule == "constant" or step < stable_end:
+        if schedule == "constant" or step < start:
             return 1.0
-        start = max(warm, stable_end)
         progress = min((step - start) / max(total - start, 1), 1.0)
         decay = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1 - progress
         return min_lr_ratio + (1.0 - min_lr_ratio) * decay
