@@ -29,6 +29,7 @@ JOBS = {"vqa": vqa, "train-vit": train_vit, "pretrain": pretrain}
         ("vqa", ["--mixed-precision", "fp8"], "TrainingConfig.mixed_precision='fp8'"),
         ("vqa", ["--init", "x", "--patch-size", "8"], "--patch-size cannot change"),
         ("train-vit", ["--shift", "-1"], "--shift must be >= 0, got -1"),
+        ("vqa", ["--shift", "-2"], "--shift must be >= 0 pixels, got -2"),
         ("train-vit", ["--init", "x", "--image-size", "64"], "--image-size cannot change"),
         ("pretrain", ["--mlm-probability", "1.5"], "--mlm-probability must be in [0, 1]"),
         ("pretrain", ["--epochs", "two"], "argument --epochs: invalid parse value: 'two'"),
@@ -104,6 +105,65 @@ def test_shift_moves_the_image_and_fills_with_zeros():
     assert all(o.shape == image.shape and o.dtype == torch.uint8 for o in out)
     kept = [int(o[0].sum()) for o in out]  # 16 unmoved, 12 one way, 9 diagonally
     assert set(kept) <= {16, 12, 9} and len(set(kept)) > 1
+
+
+def test_edge_shift_repeats_the_border_instead_of_black():
+    """easy-VQA's backgrounds are light: a zero fill would add a black band (a colour it asks
+    about); the edge fill shifts the content and repeats the nearest border pixel."""
+    image = torch.arange(16, dtype=torch.uint8).view(1, 4, 4)
+    shift = RandomShift(lambda items: [it["pixel_values"] for it in items], 1, fill="edge")
+    out = shift([{"pixel_values": image, "meta": {"index": i}} for i in range(30)])
+    seen = set()
+    for o in out:
+        assert o.shape == image.shape and o.dtype == torch.uint8
+        # every output pixel is the input pixel at a clamped offset of at most one
+        matches = [
+            (dy, dx)
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+            if torch.equal(
+                o,
+                image[:, (torch.arange(4) + dy).clamp(0, 3)][
+                    ..., (torch.arange(4) + dx).clamp(0, 3)
+                ],
+            )
+        ]
+        assert matches, o
+        seen.add(matches[0])
+    assert len(seen) >= 5  # the offsets vary over the batch
+    with pytest.raises(ValueError, match="shift fill must be one of"):
+        RandomShift(lambda items: items, 1, fill="black")
+
+
+def test_vqa_augmentation_flips_and_shifts_and_replays():
+    """--shift wraps the training collator with an edge-filled shift under the flip: each
+    image is mirrored or not and moved by at most the shift, and a rerun draws the same."""
+    from vilt.jobs.vqa import _augment, build_parser
+
+    args = build_parser().parse_args(["--shift", "1"])
+    args.hflip = 0.5
+    image = torch.arange(16, dtype=torch.uint8).view(1, 4, 4)
+    items = [{"pixel_values": image, "meta": {"question_id": i}} for i in range(40)]
+    collate = _augment(lambda batch: [it["pixel_values"] for it in batch], args)
+    first = collate(items)
+    assert all(torch.equal(a, b) for a, b in zip(first, collate(items), strict=True))
+
+    def moved(im, dy, dx):
+        return im[:, (torch.arange(4) + dy).clamp(0, 3)][..., (torch.arange(4) + dx).clamp(0, 3)]
+
+    draws = set()
+    for out in first:
+        found = [
+            (flip, dy, dx)
+            for flip in (False, True)
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+            if torch.equal(out, moved(image.flip(-1) if flip else image, dy, dx))
+        ]
+        assert found, out
+        draws.add(found[0])
+    assert {flip for flip, _, _ in draws} == {False, True}
+    assert len({(dy, dx) for _, dy, dx in draws}) >= 5
 
 
 def test_balance_answers_repeats_rare_answers():

@@ -30,9 +30,11 @@ def _key(item: dict[str, Any]) -> int:
 class _ItemAugment:
     """Wraps a collator: ``augment(image, rng)`` each item's image, then ``collate``."""
 
-    def __init__(self, collate: Callable, *, seed: int = 0) -> None:
+    def __init__(self, collate: Callable, *, seed: int = 0, stream: int = 0) -> None:
         self.collate = collate
         self.seed = seed
+        # a nonzero stream keeps one augmentation's draws apart from another's wrapped with it
+        self._salt = [stream] if stream else []
         self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
 
     @property
@@ -50,7 +52,8 @@ class _ItemAugment:
     def __call__(self, items: Sequence[dict[str, Any] | None]) -> Any:
         kept = [it for it in items if it is not None]
         if self.active and kept:
-            rng = np.random.default_rng([self.seed, int(self._epoch[0]), *map(_key, kept)])
+            keys = [self.seed, *self._salt, int(self._epoch[0]), *map(_key, kept)]
+            rng = np.random.default_rng(keys)
             kept = [{**it, "pixel_values": self.augment(it["pixel_values"], rng)} for it in kept]
         return self.collate(kept)
 
@@ -77,14 +80,32 @@ class HorizontalFlip(_ItemAugment):
 
 
 class RandomShift(_ItemAugment):
-    """Move each training image by up to ``pixels`` in each direction, zero-filled (a random
-    crop of the zero-padded image): a digit keeps its class under a small shift."""
+    """Move each training image by up to ``pixels`` in each direction (a random crop of the
+    padded image): an object keeps its class under a small shift, and shifts that are not
+    multiples of the patch size show the model each object cut into patches differently.
 
-    def __init__(self, collate: Callable, pixels: int = 1, *, seed: int = 0) -> None:
+    ``fill`` is what enters at the edge: ``"zeros"`` (digits: a black background) or
+    ``"edge"`` (the border pixels repeated: easy-VQA's plain light backgrounds, where black
+    would read as a black shape)."""
+
+    FILLS = ("zeros", "edge")
+
+    def __init__(
+        self,
+        collate: Callable,
+        pixels: int = 1,
+        *,
+        fill: str = "zeros",
+        seed: int = 0,
+        stream: int = 0,
+    ) -> None:
         if pixels < 0:
             raise ValueError(f"shift must be >= 0 pixels, got {pixels}")
-        super().__init__(collate, seed=seed)
+        if fill not in self.FILLS:
+            raise ValueError(f"shift fill must be one of {self.FILLS}, got {fill!r}")
+        super().__init__(collate, seed=seed, stream=stream)
         self.pixels = pixels
+        self.fill = fill
 
     @property
     def active(self) -> bool:
@@ -94,4 +115,9 @@ class RandomShift(_ItemAugment):
         k = self.pixels
         h, w = image.shape[-2:]
         dy, dx = rng.integers(0, 2 * k + 1, size=2).tolist()
-        return F.pad(image, (k, k, k, k))[..., dy : dy + h, dx : dx + w].contiguous()
+        if self.fill == "zeros":
+            return F.pad(image, (k, k, k, k))[..., dy : dy + h, dx : dx + w].contiguous()
+        # edge: each output pixel reads the nearest pixel of the image (any dtype, no padding)
+        rows = (torch.arange(h) + (dy - k)).clamp_(0, h - 1)
+        cols = (torch.arange(w) + (dx - k)).clamp_(0, w - 1)
+        return image[..., rows, :][..., cols].contiguous()

@@ -21,7 +21,7 @@ from ..modeling import ViltForQuestionAnswering
 from ..processing import ViltProcessor
 from ..training import Trainer, set_seed
 from . import models
-from .augment import HorizontalFlip
+from .augment import HorizontalFlip, RandomShift
 from .common import Job, job_parser, parse_job_args, percent
 from .vqa_data import balance_answers, default_splits, load_split, source_kind
 from .vqa_outputs import predict_labels, save_examples, write_predictions
@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="probability of mirroring a training image (default: 0.5 easy-VQA, else 0)",
     )
     vqa.add_argument(
+        "--shift",
+        type=int,
+        default=0,
+        metavar="PIXELS",
+        help="largest random shift of a training image, its border repeated (default: 0)",
+    )
+    vqa.add_argument(
         "--balance-answers",
         type=float,
         metavar="ALPHA",
@@ -119,6 +126,8 @@ def _resolve_defaults(args: argparse.Namespace) -> None:
         raise ValueError(f"--balance-templates must be >= 0, got {args.balance_templates}")
     if args.balance_answers < 0:
         raise ValueError(f"--balance-answers must be >= 0, got {args.balance_answers}")
+    if args.shift < 0:
+        raise ValueError(f"--shift must be >= 0 pixels, got {args.shift}")
     if not 0.0 <= args.hflip <= 1.0:
         raise ValueError(f"--hflip must be a probability in [0, 1], got {args.hflip}")
 
@@ -177,7 +186,7 @@ def _train(job: Job) -> int:
         job.training_config(data=args.data, preset=args.preset, init=args.init),
         train_dataset=balance_answers(train, args.balance_answers, args.balance_templates),
         eval_dataset=test.dataset if test.answered else None,
-        collate_fn=HorizontalFlip(collate, args.hflip, seed=args.seed),
+        collate_fn=_augment(collate, args),
         eval_collate_fn=collate,
     )
     results = trainer.train()
@@ -225,6 +234,12 @@ class PooledOnly:
         if batch is not None:
             batch["pooled_only"] = True
         return batch
+
+
+def _augment(collate: Any, args: argparse.Namespace) -> Any:
+    """Training images mirrored, then shifted (border repeated): each with its own draws."""
+    shifted = RandomShift(collate, args.shift, fill="edge", seed=args.seed, stream=1)
+    return HorizontalFlip(shifted if args.shift else collate, args.hflip, seed=args.seed)
 
 
 def _init_vocab(init: Any) -> AnswerVocab | None:
