@@ -15,7 +15,7 @@ from jobs_helpers import TINY_VQA, assert_run_outputs, results, rows, same_weigh
 from PIL import Image
 
 import vilt
-from vilt.data import vqa_accuracy
+from vilt.data import load_image, vqa_accuracy
 from vilt.data.vqa import load_easy_vqa_records
 from vilt.jobs import vqa
 from vilt.predict import answer_question
@@ -61,10 +61,38 @@ def test_prints_the_accuracy_at_the_end(tmp_path, capsys):
     out = tmp_path / "run"
     vqa.main([*TINY_VQA, "--max-steps", "1", "--examples", "0", "--output-dir", str(out)])
     last = capsys.readouterr().out.strip().splitlines()[-3:]
-    accuracy = results(out)["accuracy"]
-    assert last[0] == f"easy-VQA test accuracy: {100 * accuracy:.2f}% (24 questions)"
+    found = results(out)
+    accuracy = found["accuracy"]
+    # easy-VQA's default: the image, mirrored, and moved 2 px four ways (test-time views)
+    assert last[0] == (
+        f"easy-VQA test accuracy: {100 * accuracy:.2f}% (24 questions; "
+        "answer logits averaged over 6 views of each image)"
+    )
+    assert found["test_time_views"] == {"flip": True, "shift": 2}
     assert "1 steps" in last[1] and str(out) in last[2]
     assert not (out / "examples").exists()
+
+
+def test_test_time_views_can_be_turned_off_and_score_the_plain_image(trained, tmp_path, capsys):
+    plain = tmp_path / "plain"
+    flags = ["--eval-only", "--init", str(trained), "--examples", "0"]
+    vqa.main([*TINY_VQA, *flags, "--no-tta-flip", "--tta-shift", "0", "--output-dir", str(plain)])
+    headline = capsys.readouterr().out.strip().splitlines()[-3]
+    found = results(plain)
+    assert headline.endswith("(24 questions)") and found["test_time_views"]["shift"] == 0
+    # the plain accuracy is the model's own argmax over the plain images
+    model = vilt.ViltForQuestionAnswering.from_pretrained(trained).eval()
+    processor = ViltProcessor.from_pretrained(trained)
+    records = load_easy_vqa_records("test")[:24]
+    images = [load_image(r.image, source=r.source) for r in records]
+    inputs = processor(images=images, text=[r.question for r in records])
+    with torch.no_grad():
+        guesses = model(**inputs).logits.argmax(-1).tolist()
+    scores = [
+        vqa_accuracy(model.config.id2label[g], r.answers)
+        for g, r in zip(guesses, records, strict=True)
+    ]
+    assert found["accuracy"] == pytest.approx(np.mean(scores))
 
 
 def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):

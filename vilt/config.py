@@ -331,10 +331,11 @@ PRESETS: dict[str, tuple[type[_BaseConfig], dict[str, Any]]] = {
     # ViLT
     "vilt-b32": (ViltConfig, dict()),
     "vilt-small": (ViltConfig, _VILT_SMALL),
-    # the VQA recipe's default: easy-VQA's 64x64 images as 64 patches, trained from scratch;
-    # 16 heads of 8 dims rather than 4 of 32 (same weights): with more heads it learns to
-    # match a question's shape word to the image's shape (README Results)
-    "vilt-easy-vqa": (ViltConfig, {**_VILT_SMALL, "num_attention_heads": 16}),
+    # the VQA recipe's default: easy-VQA's 64x64 images resized to 56x56, 49 patches (the
+    # step 1.4x faster than 64 patches), trained from scratch; 16 heads of 8 dims rather than
+    # 4 of 32 (same weights): with more heads it learns to match a question's shape word to
+    # the image's shape (README Results)
+    "vilt-easy-vqa": (ViltConfig, {**_VILT_SMALL, "num_attention_heads": 16, "image_size": 56}),
     "vilt-test": (
         ViltConfig,
         dict(

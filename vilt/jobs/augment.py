@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..training.views import shift_image
+
 __all__ = ["HorizontalFlip", "RandomShift"]
 
 
@@ -117,7 +119,4 @@ class RandomShift(_ItemAugment):
         dy, dx = rng.integers(0, 2 * k + 1, size=2).tolist()
         if self.fill == "zeros":
             return F.pad(image, (k, k, k, k))[..., dy : dy + h, dx : dx + w].contiguous()
-        # edge: each output pixel reads the nearest pixel of the image (any dtype, no padding)
-        rows = (torch.arange(h) + (dy - k)).clamp_(0, h - 1)
-        cols = (torch.arange(w) + (dx - k)).clamp_(0, w - 1)
-        return image[..., rows, :][..., cols].contiguous()
+        return shift_image(image, k - dy, k - dx).contiguous()

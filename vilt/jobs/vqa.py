@@ -20,6 +20,7 @@ from ..data import AnswerVocab, VQACollator
 from ..modeling import ViltForQuestionAnswering
 from ..processing import ViltProcessor
 from ..training import Trainer, set_seed
+from ..training.views import test_time_views
 from . import models
 from .augment import HorizontalFlip, RandomShift
 from .common import Job, job_parser, parse_job_args, percent
@@ -32,6 +33,9 @@ DEFAULT_PRESET = "vilt-easy-vqa"
 # peak learning rates from scratch and when fine-tuning an --init checkpoint
 SCRATCH_LR, FINETUNE_LR = 1e-3, 1e-4
 BALANCE = 0.5  # --balance-answers on easy-VQA: rare answers (shapes, colours) seen more often
+SHIFT = (
+    2  # --shift and --tta-shift on easy-VQA: shapes seen a few pixels over, in training and test
+)
 
 EXAMPLES = """examples:
   python recipes/vqa.py                                  # easy-VQA from scratch, test accuracy
@@ -88,9 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
     vqa.add_argument(
         "--shift",
         type=int,
-        default=0,
         metavar="PIXELS",
-        help="largest random shift of a training image, its border repeated (default: 0)",
+        help="largest random shift of a training image, its border repeated "
+        f"(default: {SHIFT} easy-VQA, else 0)",
+    )
+    vqa.add_argument(
+        "--tta-flip",
+        action=argparse.BooleanOptionalAction,
+        help="test-time augmentation: average the answer logits with the mirrored image's "
+        "(default: on for easy-VQA, else off)",
+    )
+    vqa.add_argument(
+        "--tta-shift",
+        type=int,
+        metavar="PIXELS",
+        help="test-time augmentation: also average with the image moved PIXELS up, down, "
+        f"left and right (default: {SHIFT} easy-VQA, else 0: the plain image only)",
     )
     vqa.add_argument(
         "--balance-answers",
@@ -120,6 +137,12 @@ def _resolve_defaults(args: argparse.Namespace) -> None:
     args.eval_split = args.eval_split or eval_split
     if args.hflip is None:
         args.hflip = 0.5 if kind == "easy-vqa" else 0.0
+    easy = kind == "easy-vqa"
+    args.shift = (SHIFT if easy else 0) if args.shift is None else args.shift
+    args.tta_flip = easy if args.tta_flip is None else args.tta_flip
+    args.tta_shift = (SHIFT if easy else 0) if args.tta_shift is None else args.tta_shift
+    if args.tta_shift < 0:
+        raise ValueError(f"--tta-shift must be >= 0 pixels, got {args.tta_shift}")
     if args.balance_answers is None:
         args.balance_answers = BALANCE if kind == "easy-vqa" else 0.0
     if args.balance_templates < 0:
@@ -188,6 +211,7 @@ def _train(job: Job) -> int:
         eval_dataset=test.dataset if test.answered else None,
         collate_fn=_augment(collate, args),
         eval_collate_fn=collate,
+        eval_views=_views(args),
     )
     results = trainer.train()
     extra = _finish_outputs(job, trainer.accelerator, trainer.model, processor, test, collate)
@@ -211,7 +235,7 @@ def _evaluate(job: Job) -> int:
     collate = PooledOnly(VQACollator(processor))
     job.say(f"evaluating {source} on {len(test.dataset):,} {args.eval_split} questions")
     results, accelerator = job.evaluate_only(
-        model, test.dataset if test.answered else None, collate
+        model, test.dataset if test.answered else None, collate, views=_views(args)
     )
     extra = _finish_outputs(job, accelerator, model, processor, test, collate)
     _report(job, results, test, extra)
@@ -234,6 +258,11 @@ class PooledOnly:
         if batch is not None:
             batch["pooled_only"] = True
         return batch
+
+
+def _views(args: argparse.Namespace) -> list[Any]:
+    """The test-time views whose answer logits are averaged with the plain image's."""
+    return test_time_views(flip=args.tta_flip, shift=args.tta_shift)
 
 
 def _augment(collate: Any, args: argparse.Namespace) -> Any:
@@ -266,8 +295,13 @@ def _finish_outputs(
     """predictions.json for every question of the evaluated split, and the example images."""
     config = job.training_config()
     bare = accelerator.unwrap_model(model)
-    predictions = predict_labels(accelerator, model, test.dataset, collate, config)
-    extra: dict[str, Any] = {"files": []}
+    predictions = predict_labels(
+        accelerator, model, test.dataset, collate, config, views=_views(job.args)
+    )
+    extra: dict[str, Any] = {
+        "files": [],
+        "test_time_views": {"flip": job.args.tta_flip, "shift": job.args.tta_shift},
+    }
     if job.is_main:
         path = job.out / "predictions.json"
         extra["predictions"] = write_predictions(
@@ -287,9 +321,11 @@ def _report(job: Job, results: dict[str, Any], test: Any, extra: dict[str, Any])
     if accuracy is None:
         headline = f"{name} {args.eval_split}: no answers to score; predictions written"
     else:
+        views = len(_views(args)) + 1
         headline = (
             f"{name} {args.eval_split} accuracy: {percent(accuracy)} "
-            f"({int(results['metrics'].get('eval_samples', 0)):,} questions)"
+            f"({int(results['metrics'].get('eval_samples', 0)):,} questions"
+            + (f"; answer logits averaged over {views} views of each image)" if views > 1 else ")")
         )
     job.finish(
         results,

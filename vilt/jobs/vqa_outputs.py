@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from ..data import load_image, write_vqa_predictions
 from ..training import TrainingConfig, make_loader, split_batch
+from ..training.views import AveragedViews, ImageView
 from ..viz import patch_heatmaps, save_attention_figure
 from .common import WithIndex
 
@@ -30,21 +31,23 @@ def predict_labels(
     dataset: Dataset,
     collate_fn: Callable,
     config: TrainingConfig,
+    views: Sequence[ImageView] = (),
 ) -> torch.Tensor:
     """The argmax label of every item of ``dataset`` (-1 for items skipped as bad), in
-    dataset order, on every process."""
+    dataset order, on every process; with ``views``, of the logits averaged over them."""
     loader = make_loader(WithIndex(dataset), config, train=False, collate_fn=collate_fn)
     loader = accelerator.prepare(loader)
     predictions = torch.full((len(dataset),), -1, dtype=torch.long)
     was_training = model.training
     model.eval()
+    forward = AveragedViews(model, views)
     try:
         for batch in loader:
             if batch is None:
                 continue
             inputs, meta = split_batch(batch)
             inputs.pop("labels", None)
-            logits = model(**inputs).logits
+            logits = forward(**inputs).logits
             index = torch.as_tensor(meta["index"], device=logits.device)
             rows = accelerator.gather_for_metrics(torch.stack([index, logits.argmax(-1)], 1))
             predictions[rows[:, 0].cpu()] = rows[:, 1].cpu()

@@ -1,0 +1,77 @@
+"""Test-time augmentation: a model's logits averaged over views of each batch's images.
+
+A small model trained from scratch on few images answers a question about a shape a little
+differently when the shape sits a few pixels over or is mirrored; averaging the logits of
+such views (the image itself, mirrored, shifted by a few pixels each way) cancels part of
+that noise. On easy-VQA the averaged answer is right more often than any single view's
+(README Results).
+
+Views act on the last two dimensions (H, W) of ``pixel_values`` and of ``pixel_mask`` alike,
+so they serve ViT and ViLT, one image or several per sample. Shifts repeat the border pixels
+into the gap rather than filling it with black.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["AveragedViews", "mirror", "shift_image", "test_time_views"]
+
+ImageView = Callable[[torch.Tensor], torch.Tensor]
+
+# inputs that ask for more than logits: the extra views are scored for their logits alone
+_PLAIN_ONLY = ("labels", "output_attentions", "output_hidden_states")
+
+
+def shift_image(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``image`` (..., H, W) moved down ``dy`` and right ``dx`` pixels (negative: up, left),
+    each output pixel read from the nearest pixel inside the image (the border repeated)."""
+    h, w = image.shape[-2:]
+    rows = (torch.arange(h, device=image.device) - dy).clamp_(0, h - 1)
+    cols = (torch.arange(w, device=image.device) - dx).clamp_(0, w - 1)
+    return image[..., rows, :][..., cols]
+
+
+def mirror(image: torch.Tensor) -> torch.Tensor:
+    """``image`` (..., H, W) mirrored left-right."""
+    return image.flip(-1)
+
+
+def test_time_views(*, flip: bool = False, shift: int = 0) -> list[ImageView]:
+    """The extra views to average with the image itself: mirrored (``flip``) and moved
+    ``shift`` pixels up, down, left and right (``shift`` > 0)."""
+    if shift < 0:
+        raise ValueError(f"test-time shift must be >= 0 pixels, got {shift}")
+    views: list[ImageView] = [mirror] if flip else []
+    for dy, dx in ((-shift, 0), (shift, 0), (0, -shift), (0, shift)) if shift else ():
+        views.append(lambda image, dy=dy, dx=dx: shift_image(image, dy, dx))
+    return views
+
+
+class AveragedViews:
+    """Calls ``model`` like the model itself: the output is the plain view's (its loss, its
+    hidden states) with ``logits`` replaced by the mean over the image and its ``views``.
+    Without views, or for inputs without ``pixel_values``, it is the model's output as is."""
+
+    def __init__(self, model: Callable[..., Any], views: Sequence[ImageView]) -> None:
+        self.model = model
+        self.views = list(views)
+
+    def __call__(self, **inputs: Any) -> Any:
+        out = self.model(**inputs)
+        pixels = inputs.get("pixel_values")
+        if not self.views or pixels is None:
+            return out
+        mask = inputs.get("pixel_mask")
+        rest = {k: v for k, v in inputs.items() if k not in _PLAIN_ONLY}
+        total = out.logits
+        for view in self.views:
+            moved = {**rest, "pixel_values": view(pixels)}
+            if mask is not None:
+                moved["pixel_mask"] = view(mask)
+            total = total + self.model(**moved).logits
+        return dataclasses.replace(out, logits=total / (len(self.views) + 1))
