@@ -28,7 +28,6 @@ from ..config import PRESETS, ConfigError, get_preset
 from ..training import TrainingConfig, evaluate, make_loader, metrics_for
 from ..training.accel import build_accelerator, process_state
 from ..training.records import write_json_atomic
-from ..training.views import ImageView
 
 __all__ = ["Job", "WithIndex", "job_parser", "limit", "parse_job_args", "positive_int"]
 
@@ -230,11 +229,9 @@ class Job:
         dataset: Dataset | None,
         collate_fn: Callable,
         metrics: Mapping[str, Any] | None = None,
-        views: Sequence[ImageView] = (),
     ) -> tuple[dict[str, Any], Any]:
         """Metrics of ``model`` on ``dataset`` without training, in the results.json layout,
-        and the accelerator it ran on (for further passes, e.g. predictions); ``views`` as
-        in :func:`~vilt.training.evaluate`."""
+        and the accelerator it ran on (for further passes, e.g. predictions)."""
         config = self.training_config().replace(output_dir=str(self.out))
         accelerator = build_accelerator(config)
         model = accelerator.prepare(model)
@@ -243,7 +240,7 @@ class Job:
             loader = make_loader(dataset, config, train=False, collate_fn=collate_fn)
             loader = accelerator.prepare(loader)
             metrics = metrics_for(model) if metrics is None else metrics
-            found = evaluate(accelerator, model, loader, metrics, views=views)
+            found = evaluate(accelerator, model, loader, metrics)
         bare = accelerator.unwrap_model(model)
         results = {
             "metrics": found,

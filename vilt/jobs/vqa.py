@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from ..config import ViltConfig
-from ..data import AnswerVocab, VQACollator
+from ..data import AnswerVocab, VQACollator, vqa_accuracy
 from ..modeling import ViltForQuestionAnswering
 from ..processing import ViltProcessor
 from ..training import Trainer, set_seed
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         preset=DEFAULT_PRESET,
         data_help="easy-vqa (default), a VQAv2 directory, or a datasets hub name / directory",
         output_dir="runs/vqa",
-        epochs=6,
+        epochs=5,
         batch_size=128,
         eval_batch_size=512,
         lr=(SCRATCH_LR, FINETUNE_LR),
@@ -211,7 +211,6 @@ def _train(job: Job) -> int:
         eval_dataset=test.dataset if test.answered else None,
         collate_fn=_augment(collate, args),
         eval_collate_fn=collate,
-        eval_views=_views(args),
     )
     results = trainer.train()
     extra = _finish_outputs(job, trainer.accelerator, trainer.model, processor, test, collate)
@@ -235,7 +234,7 @@ def _evaluate(job: Job) -> int:
     collate = PooledOnly(VQACollator(processor))
     job.say(f"evaluating {source} on {len(test.dataset):,} {args.eval_split} questions")
     results, accelerator = job.evaluate_only(
-        model, test.dataset if test.answered else None, collate, views=_views(args)
+        model, test.dataset if test.answered else None, collate
     )
     extra = _finish_outputs(job, accelerator, model, processor, test, collate)
     _report(job, results, test, extra)
@@ -292,16 +291,25 @@ def _patch(config: ViltConfig) -> int:
 def _finish_outputs(
     job: Job, accelerator: Any, model: Any, processor: Any, test: Any, collate: Any
 ) -> dict[str, Any]:
-    """predictions.json for every question of the evaluated split, and the example images."""
+    """predictions.json for every question of the evaluated split (answered from the
+    test-time views when there are any, and then scored: ``views_accuracy``), and the
+    example images."""
     config = job.training_config()
     bare = accelerator.unwrap_model(model)
-    predictions = predict_labels(
-        accelerator, model, test.dataset, collate, config, views=_views(job.args)
-    )
+    views = _views(job.args)
+    predictions = predict_labels(accelerator, model, test.dataset, collate, config, views=views)
     extra: dict[str, Any] = {
         "files": [],
         "test_time_views": {"flip": job.args.tta_flip, "shift": job.args.tta_shift},
     }
+    if views and test.answered:
+        names = bare.config.id2label
+        scores = [
+            vqa_accuracy(names[p], r.answers)
+            for r, p in zip(test.records, predictions.tolist(), strict=True)
+            if p >= 0
+        ]
+        extra["views_accuracy"] = sum(scores) / max(len(scores), 1)
     if job.is_main:
         path = job.out / "predictions.json"
         extra["predictions"] = write_predictions(
@@ -315,18 +323,25 @@ def _finish_outputs(
 
 
 def _report(job: Job, results: dict[str, Any], test: Any, extra: dict[str, Any]) -> None:
+    """Print and record the accuracy: with test-time views, that of the answers averaged over
+    them (predictions.json), beside the plain images' (``single_view_accuracy``, the trainer's
+    ``eval_vqa_accuracy``)."""
     args = job.args
-    accuracy = results["metrics"].get("eval_vqa_accuracy")
+    single = results["metrics"].get("eval_vqa_accuracy")
+    accuracy = extra.pop("views_accuracy", single)
     name = "easy-VQA" if source_kind(args.data) == "easy-vqa" else args.data
     if accuracy is None:
         headline = f"{name} {args.eval_split}: no answers to score; predictions written"
     else:
-        views = len(_views(args)) + 1
-        headline = (
-            f"{name} {args.eval_split} accuracy: {percent(accuracy)} "
-            f"({int(results['metrics'].get('eval_samples', 0)):,} questions"
-            + (f"; answer logits averaged over {views} views of each image)" if views > 1 else ")")
-        )
+        count = int(results["metrics"].get("eval_samples", 0))
+        headline = f"{name} {args.eval_split} accuracy: {percent(accuracy)} ({count:,} questions"
+        if accuracy is not single:
+            views = len(_views(args)) + 1
+            headline += (
+                f"; answer logits averaged over {views} views of each image, "
+                f"the image alone: {percent(single)}"
+            )
+        headline += ")"
     job.finish(
         results,
         headline=headline,
@@ -334,5 +349,6 @@ def _report(job: Job, results: dict[str, Any], test: Any, extra: dict[str, Any])
         data=args.data or "easy-vqa",
         eval_split=args.eval_split,
         accuracy=accuracy,
+        single_view_accuracy=single,
         **extra,
     )

@@ -9,7 +9,7 @@ a batch whose every item was skipped; both loops skip it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -17,7 +17,6 @@ from accelerate.utils import gather_object
 from torch.nn.parallel import DistributedDataParallel
 
 from .metrics import Metric, loss_rows
-from .views import AveragedViews, ImageView
 
 __all__ = ["batch_size_of", "evaluate", "split_batch"]
 
@@ -47,7 +46,6 @@ def evaluate(
     metrics: Mapping[str, Metric] | None = None,
     *,
     prefix: str = "eval_",
-    views: Sequence[ImageView] = (),
 ) -> dict[str, float]:
     """Run ``model`` over a prepared ``loader`` and return ``{prefix + name: value}`` for the
     output's losses (``loss``, ``itm_loss``, ...), each metric, and ``samples`` (how many
@@ -56,10 +54,7 @@ def evaluate(
     Under DDP each process scores its own share of a map-style data set, read without the
     repeated samples that would even out the last batches, and the sums are added up once at
     the end: every sample counts once (losses too: batch means weighted by batch size), and
-    the processes' batches may differ in size or number (items skipped as bad). With
-    ``views`` (test-time augmentation), the metrics read the logits averaged over the images
-    and those views of them (:class:`~vilt.training.views.AveragedViews`); the losses stay
-    the plain images'. Elsewhere
+    the processes' batches may differ in size or number (items skipped as bad). Elsewhere
     (FSDP, DeepSpeed, streams dispatched from the main process) the rows are gathered batch
     by batch with ``gather_for_metrics``, which drops the repeated samples but needs every
     process to see batches of the same size."""
@@ -74,7 +69,6 @@ def evaluate(
     # the module inside DDP: no collective (buffer sync) in a forward that other processes,
     # whose shares hold fewer batches, do not make
     forward = model.module if uneven and isinstance(model, DistributedDataParallel) else model
-    forward = AveragedViews(forward, views)
     sums: dict[str, torch.Tensor] = {}
     try:
         if uneven:

@@ -43,7 +43,6 @@ from .optim import build_optimizer, build_scheduler
 from .progress import StepWindow
 from .records import MetricsLog, data_skips, write_json_atomic
 from .state import TrainState
-from .views import ImageView
 
 __all__ = ["SIGTERM_EXIT_CODE", "Trainer"]
 
@@ -57,8 +56,6 @@ class Trainer:
     """Trains ``model`` (called as ``model(**inputs)``, returning an output with ``.loss``).
 
     ``metrics``: name -> metric for :meth:`evaluate` (default: :func:`metrics_for` the model).
-    ``eval_views``: image views whose logits :meth:`evaluate` averages with the plain
-    images' (test-time augmentation, :func:`~vilt.training.views.test_time_views`).
     ``callbacks``: ``callback(trainer, record)`` after each optimizer step, where ``record``
     holds step, epoch, loss, lr and the step's eval metrics if it evaluated.
     ``accelerator``: an Accelerator to use instead of one built from the config (its
@@ -76,7 +73,6 @@ class Trainer:
         metrics: Mapping[str, Metric] | None = None,
         callbacks: Sequence[Callback] = (),
         accelerator: Accelerator | None = None,
-        eval_views: Sequence[ImageView] = (),
     ) -> None:
         self.config = config
         self.output_dir = Path(config.output_dir)
@@ -93,7 +89,6 @@ class Trainer:
         set_seed(config.seed)
         self.metrics = dict(metrics_for(model) if metrics is None else metrics)
         self.callbacks = list(callbacks)
-        self.eval_views = list(eval_views)
         self.collate_fn = collate_fn
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
@@ -371,7 +366,7 @@ class Trainer:
             loader = self.accelerator.prepare(self._loader(dataset, self.collate_fn, train=False))
         if loader is None:
             raise ValueError("no eval_dataset given to the Trainer or to evaluate()")
-        out = evaluate(self.accelerator, self.model, loader, self.metrics, views=self.eval_views)
+        out = evaluate(self.accelerator, self.model, loader, self.metrics)
         if dataset is None:
             self._last_eval, self._eval_step = out, self.state.global_step
         return out
