@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         preset=DEFAULT_PRESET,
         data_help="easy-vqa (default), a VQAv2 directory, or a datasets hub name / directory",
         output_dir="runs/vqa",
-        epochs=5,
+        epochs=6,
         batch_size=128,
         eval_batch_size=512,
         lr=(SCRATCH_LR, FINETUNE_LR),
