@@ -262,7 +262,7 @@ class ViltConfig(_BaseConfig):
             )
 
 
-# a small ViLT for 64x64 images as 64 patches: vilt-small, and (with more heads) vilt-easy-vqa
+# a small ViLT for 64x64 images as 64 patches: vilt-small, and (with more heads, 56x56) vilt-easy-vqa
 _VILT_SMALL: dict[str, Any] = dict(
     hidden_size=128,
     num_hidden_layers=4,
