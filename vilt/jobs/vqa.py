@@ -33,9 +33,8 @@ DEFAULT_PRESET = "vilt-easy-vqa"
 # peak learning rates from scratch and when fine-tuning an --init checkpoint
 SCRATCH_LR, FINETUNE_LR = 1e-3, 1e-4
 BALANCE = 0.5  # --balance-answers on easy-VQA: rare answers (shapes, colours) seen more often
-SHIFT = (
-    2  # --shift and --tta-shift on easy-VQA: shapes seen a few pixels over, in training and test
-)
+# --shift and --tta-shift on easy-VQA: shapes seen a few pixels over, in training and test
+SHIFT = 2
 
 EXAMPLES = """examples:
   python recipes/vqa.py                                  # easy-VQA from scratch, test accuracy
@@ -135,16 +134,16 @@ def _resolve_defaults(args: argparse.Namespace) -> None:
     train_split, eval_split = default_splits(kind)
     args.train_split = args.train_split or train_split
     args.eval_split = args.eval_split or eval_split
-    if args.hflip is None:
-        args.hflip = 0.5 if kind == "easy-vqa" else 0.0
     easy = kind == "easy-vqa"
+    if args.hflip is None:
+        args.hflip = 0.5 if easy else 0.0
     args.shift = (SHIFT if easy else 0) if args.shift is None else args.shift
     args.tta_flip = easy if args.tta_flip is None else args.tta_flip
     args.tta_shift = (SHIFT if easy else 0) if args.tta_shift is None else args.tta_shift
     if args.tta_shift < 0:
         raise ValueError(f"--tta-shift must be >= 0 pixels, got {args.tta_shift}")
     if args.balance_answers is None:
-        args.balance_answers = BALANCE if kind == "easy-vqa" else 0.0
+        args.balance_answers = BALANCE if easy else 0.0
     if args.balance_templates < 0:
         raise ValueError(f"--balance-templates must be >= 0, got {args.balance_templates}")
     if args.balance_answers < 0:
@@ -266,8 +265,9 @@ def _views(args: argparse.Namespace) -> list[Any]:
 
 def _augment(collate: Any, args: argparse.Namespace) -> Any:
     """Training images mirrored, then shifted (border repeated): each with its own draws."""
-    shifted = RandomShift(collate, args.shift, fill="edge", seed=args.seed, stream=1)
-    return HorizontalFlip(shifted if args.shift else collate, args.hflip, seed=args.seed)
+    if args.shift:
+        collate = RandomShift(collate, args.shift, fill="edge", seed=args.seed, stream=1)
+    return HorizontalFlip(collate, args.hflip, seed=args.seed)
 
 
 def _init_vocab(init: Any) -> AnswerVocab | None:
@@ -328,14 +328,15 @@ def _report(job: Job, results: dict[str, Any], test: Any, extra: dict[str, Any])
     ``eval_vqa_accuracy``)."""
     args = job.args
     single = results["metrics"].get("eval_vqa_accuracy")
-    accuracy = extra.pop("views_accuracy", single)
+    views_accuracy = extra.pop("views_accuracy", None)
+    accuracy = single if views_accuracy is None else views_accuracy
     name = "easy-VQA" if source_kind(args.data) == "easy-vqa" else args.data
     if accuracy is None:
         headline = f"{name} {args.eval_split}: no answers to score; predictions written"
     else:
         count = int(results["metrics"].get("eval_samples", 0))
         headline = f"{name} {args.eval_split} accuracy: {percent(accuracy)} ({count:,} questions"
-        if accuracy is not single:
+        if views_accuracy is not None:
             views = len(_views(args)) + 1
             headline += (
                 f"; answer logits averaged over {views} views of each image, "
