@@ -100,9 +100,11 @@ def vqa_infer(*, repeats: int, n: int = 64, batch_size: int = 32) -> Case:
 
 
 def training_batch(config: vilt.ViltConfig, n: int, *, image_size: int | None = None) -> dict:
-    """``n`` easy-VQA training pairs through vilt's processor (text padded to the longest)."""
+    """``n`` easy-VQA training pairs through vilt's processor (text padded to the longest).
+    With ``image_size``, images are read at that size as the VQA recipe reads them (sides a
+    multiple of the patch size; the processor's default divisor of 32 would turn 56 into 32)."""
     pairs = easy_vqa_pairs(n, split="train", distinct_images=True)
-    options = {} if image_size is None else {"size": image_size}
+    options = {} if image_size is None else {"size": image_size, "size_divisor": config.patch_size}
     with tempfile.TemporaryDirectory() as tmp:
         proc, _ = processors(config, Path(tmp), **options)
     batch = dict(proc(images=pairs.images, text=pairs.questions))

@@ -44,3 +44,14 @@ def test_measure_alternates_and_returns_medians():
                               repeats=3, warmup=1)  # fmt: skip
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then rotating order
     assert set(seconds) == {"a", "b"} and all(v >= 0 for v in seconds.values())
+
+
+def test_training_batch_reads_images_at_the_recipe_size():
+    """The small-model training benchmark reads images as the VQA recipe does: 56x56 when
+    asked for 56 px with 8-px patches (the processor's default divisor of 32 once gave 32x32)."""
+    import vilt
+    from cases_vilt import training_batch
+
+    config = vilt.ViltConfig.from_preset("vilt-easy-vqa", num_labels=13)
+    batch = training_batch(config, 2, image_size=56)
+    assert tuple(batch["pixel_values"].shape) == (2, 3, 56, 56)
