@@ -49,8 +49,9 @@ def test_measure_alternates_and_returns_medians():
 def test_training_batch_reads_images_at_the_recipe_size():
     """The small-model training benchmark reads images as the VQA recipe does: 56x56 when
     asked for 56 px with 8-px patches (the processor's default divisor of 32 once gave 32x32)."""
-    import vilt
     from cases_vilt import training_batch
+
+    import vilt
 
     config = vilt.ViltConfig.from_preset("vilt-easy-vqa", num_labels=13)
     batch = training_batch(config, 2, image_size=56)
