@@ -75,6 +75,45 @@ def test_predict_prints_the_top_answers(capsys, ckpts):
     assert code == 0 and len(out.strip().splitlines()) == 1
 
 
+def test_predict_with_test_time_views_averages_the_logits_of_each_view(capsys, ckpts):
+    """--tta-flip / --tta-shift answer from the logits averaged over the image, its mirror
+    image and the image moved each way, as the VQA recipe scores easy-VQA."""
+    from vilt.data.images import load_image
+    from vilt.training.views import mirror, shift_image
+
+    image, path = ckpts["images"][0], ckpts["vqa"]
+    model = vilt.ViltForQuestionAnswering.from_pretrained(path).eval()
+    inputs = vilt.ViltProcessor.from_pretrained(path)(
+        images=[load_image(image)], text=["what?"], return_tensors="pt"
+    )
+    views = [lambda x: x, mirror] + [
+        lambda x, d=d: shift_image(x, *d) for d in ((-2, 0), (2, 0), (0, -2), (0, 2))
+    ]
+    with torch.no_grad():
+        logits = torch.stack(
+            [
+                model(**{**inputs, "pixel_values": v(inputs["pixel_values"]),
+                         "pixel_mask": v(inputs["pixel_mask"])}).logits[0]
+                for v in views
+            ]
+        ).mean(0)  # fmt: skip
+    probs = torch.sigmoid(logits)
+    answers = vilt.answer_question(path, image, "what?", top_k=3, tta_flip=True, tta_shift=2)
+    assert [p for _, p in answers] == pytest.approx(probs.sort(descending=True).values.tolist())
+    assert [a for a, _ in answers] == [LABELS[int(i)] for i in probs.argsort(descending=True)]
+    plain = vilt.answer_question(path, image, "what?", top_k=3)
+    assert [p for _, p in plain] != pytest.approx([p for _, p in answers])  # the views count
+    code, out, _ = run(
+        capsys, "predict", path, "--image", image, "--question", "what?",
+        "--tta-flip", "--tta-shift", 2,
+    )  # fmt: skip
+    assert code == 0
+    assert [line.split()[-1] for line in out.strip().splitlines()] == [a for a, _ in answers]
+    code, _, err = run(capsys, "predict", path, "--image", image, "--question", "what?",
+                       "--tta-shift", -1)  # fmt: skip
+    assert_one_line_error(code, err, "shift must be >= 0")
+
+
 def test_predict_errors(capsys, ckpts, tmp_path):
     image = ckpts["images"][0]
     code, _, err = run(capsys, "predict", ckpts["vit"], "--image", image, "--question", "q")

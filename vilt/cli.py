@@ -75,12 +75,27 @@ def _add_predict(sub) -> None:
         "predict",
         "answer a question about an image with a VQA checkpoint",
         "Print the most likely answers with their probabilities.",
-        '  vilt predict runs/vqa/model --image shape.png --question "what color is the shape?"',
+        '  vilt predict runs/vqa/model --image shape.png --question "what color is the shape?"\n'
+        '  vilt predict runs/vqa --image shape.png --question "is there a circle?" '
+        "--tta-flip --tta-shift 2",
     )
     p.add_argument("model", help="VQA checkpoint directory (with its processor)")
     p.add_argument("--image", required=True, help="image file")
     p.add_argument("--question", required=True)
     p.add_argument("--top-k", type=int, default=3, help="answers to print (default 3)")
+    p.add_argument(
+        "--tta-flip",
+        action="store_true",
+        help="average the answer logits with those of the mirrored image (as the VQA recipe "
+        "scores easy-VQA)",
+    )
+    p.add_argument(
+        "--tta-shift",
+        type=int,
+        default=0,
+        metavar="PIXELS",
+        help="also average over the image moved PIXELS up, down, left and right (default 0)",
+    )
 
 
 def _add_embed(sub) -> None:
@@ -159,7 +174,15 @@ def _run_convert(args) -> None:
 def _run_predict(args) -> None:
     from .predict import answer_question
 
-    for answer, prob in answer_question(args.model, args.image, args.question, top_k=args.top_k):
+    answers = answer_question(
+        args.model,
+        args.image,
+        args.question,
+        top_k=args.top_k,
+        tta_flip=args.tta_flip,
+        tta_shift=args.tta_shift,
+    )
+    for answer, prob in answers:
         print(f"{prob:6.1%}  {answer}")
 
 

@@ -47,15 +47,23 @@ def answer_question(
     *,
     top_k: int = 3,
     processor: Any = None,
+    tta_flip: bool = False,
+    tta_shift: int = 0,
 ) -> list[tuple[str, float]]:
     """The ``top_k`` answers with their probabilities (sigmoid of the VQA logits), best first.
 
     ``model``: a VQA checkpoint path (its processor loads with it) or a loaded
-    ViltForQuestionAnswering with its ``processor``."""
+    ViltForQuestionAnswering with its ``processor``. ``tta_flip`` / ``tta_shift``: answer from
+    the logits averaged over test-time views of the image (its mirror image; the image moved
+    ``tta_shift`` pixels each way), as the VQA recipe scores easy-VQA."""
     if not isinstance(question, str):
         raise TypeError(f"question must be a string, got {type(question).__name__}")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    # imported here, not with vilt: vilt.training loads accelerate
+    from .training.views import AveragedViews, test_time_views
+
+    views = test_time_views(flip=tta_flip, shift=tta_shift)
     path = model if isinstance(model, str | os.PathLike) else None
     if path is not None:
         model = load_model(path)
@@ -73,7 +81,8 @@ def answer_question(
     inputs = processor(images=[_open_image(image)], text=[question], return_tensors="pt")
     device = next(model.parameters()).device
     with _evaluating(model):
-        logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits[0]
+        forward = AveragedViews(model, views)
+        logits = forward(**{k: v.to(device) for k, v in inputs.items()}).logits[0]
     probs = torch.sigmoid(logits.float())
     values, ids = probs.topk(min(top_k, probs.numel()))
     names = model.config.id2label or {}
