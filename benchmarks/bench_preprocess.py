@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # the harness; vilt from a checkout
-from harness import Case, machine_info, measure, write_json  # noqa: E402
+from harness import Case, machine_info, measure, use_threads, write_json  # noqa: E402
 
 TARGET = ">= 3x"
 
@@ -85,7 +85,7 @@ def reference_processors() -> dict[str, object]:
 def run(args: argparse.Namespace) -> list[Case]:
     from vilt.processing import ImageProcessor
 
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_jpegs(Path(tmp), args.images)

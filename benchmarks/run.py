@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # the harness; vilt from a checkout
 
 import torch  # noqa: E402
-from harness import Case, markdown_table, matmul_peak_gflops, write_json  # noqa: E402
+from harness import Case, markdown_table, matmul_peak_gflops, use_threads, write_json  # noqa: E402
 from workloads import timm_available  # noqa: E402
 
 TIMM_CASES = ("vit-s16-train", "vit-s16-infer", "vit-b16-infer")
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         print("timm is not importable here: skipping the ViT cases (see CONTRIBUTING.md)\n")
         names = [n for n in names if n not in TIMM_CASES]
 
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     start = time.perf_counter()
     args.peak = matmul_peak_gflops()
     cases: list[Case] = []

@@ -19,7 +19,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
-from harness import Case, count_flops, matmul_peak_gflops, measure, write_json  # noqa: E402
+from harness import Case, count_flops, matmul_peak_gflops, measure, use_threads, write_json  # noqa: E402
 
 import vilt  # noqa: E402
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-dir", default=str(HERE / "results"))
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     _, text = run(repeats=args.repeats, out_dir=Path(args.out_dir))
     print(text)
     print(f"\nwrote {args.out_dir}/scaling.json and scaling.png")

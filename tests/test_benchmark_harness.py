@@ -56,3 +56,16 @@ def test_training_batch_reads_images_at_the_recipe_size():
     config = vilt.ViltConfig.from_preset("vilt-easy-vqa", num_labels=13)
     batch = training_batch(config, 2, image_size=56)
     assert tuple(batch["pixel_values"].shape) == (2, 3, 56, 56)
+
+
+def test_use_threads_leaves_torch_alone_when_the_count_is_already_right(monkeypatch):
+    """torch.set_num_threads, even with the count torch already uses, slows the SDPA kernel
+    on small heads; the benchmarks call it only to change the count."""
+    import harness
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    current = torch.get_num_threads()
+    assert harness.use_threads(current) is False and calls == []
+    assert harness.use_threads(current + 1) is True and calls == [current + 1]
