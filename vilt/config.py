@@ -332,7 +332,7 @@ PRESETS: dict[str, tuple[type[_BaseConfig], dict[str, Any]]] = {
     "vilt-b32": (ViltConfig, dict()),
     "vilt-small": (ViltConfig, _VILT_SMALL),
     # the VQA recipe's default: easy-VQA's 64x64 images resized to 48x48, 36 patches (attention
-    # over 48 tokens rather than 76: the step 1.9x faster, and more accurate in the recipe than
+    # over 48 tokens rather than 76: the step 2x faster, and more accurate in the recipe than
     # 56 or 64 px); trained from scratch; 16 heads of 8 dims rather than 4 of 32 (same weights):
     # with more heads it learns to match a question's shape word to the image's shape (README
     # Results)
