@@ -264,3 +264,46 @@ def test_recipe_batches_compute_only_the_pooled_state_with_the_same_logits(train
         full = model(**plain).logits
         fast = model(**marked, pooled_only=True).logits
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+
+
+def test_example_images_name_the_answer_of_the_test_time_views(trained, tmp_path, monkeypatch):
+    """The example images give the answer predictions.json gives: with views, the argmax of
+    the logits averaged over them (the heatmap stays the image's own); the recipe passes its
+    views (easy-VQA: the mirror image and four shifts)."""
+    import dataclasses
+
+    from vilt.jobs import vqa_outputs
+
+    model = vilt.ViltForQuestionAnswering.from_pretrained(trained).eval()
+    processor = ViltProcessor.from_pretrained(trained)
+    records = load_easy_vqa_records("test")[:4]
+    names = model.config.id2label
+    target = max(names)  # an answer the 3-step model never gives ("no" to everything)
+
+    class Forced(vqa_outputs.AveragedViews):  # the views' answer, made unmistakable
+        def __call__(self, **inputs):
+            out = super().__call__(**inputs)
+            assert self.views and out.attentions is not None  # views, and the plain heatmap
+            logits = torch.zeros_like(out.logits)
+            logits[:, target] = 1.0
+            return dataclasses.replace(out, logits=logits)
+
+    titles = []
+    with monkeypatch.context() as patch:
+        patch.setattr(vqa_outputs, "AveragedViews", Forced)
+        patch.setattr(
+            vqa_outputs,
+            "save_attention_figure",
+            lambda image, heatmap, path, title: titles.append(title) or path,
+        )
+        vqa_outputs.save_examples(model, processor, records, tmp_path, 4, views=[lambda x: x])
+    assert len(titles) == 4
+    assert all(t.split("predicted: ")[1].startswith(names[target] + " ") for t in titles), titles
+
+    passed = []
+    monkeypatch.setattr(vqa, "save_examples", lambda *a, views=(), **k: passed.append(views) or [])
+    for flags, count in (([], 5), (["--no-tta-flip", "--tta-shift", "0"], 0)):
+        out = tmp_path / f"eval-{count}"
+        args = ["--eval-only", "--init", str(trained), "--max-eval-examples", "8"]
+        assert vqa.main([*args, *flags, "--output-dir", str(out)]) == 0
+        assert len(passed.pop()) == count

@@ -316,7 +316,7 @@ def _finish_outputs(
             path, test.records, predictions, bare.config.id2label
         )
         examples = save_examples(
-            bare, processor, test.records, job.out / "examples", job.args.examples
+            bare, processor, test.records, job.out / "examples", job.args.examples, views=views
         )
         extra["files"] = ["predictions.json"] + (["examples/"] if examples else [])
     return extra

@@ -74,15 +74,18 @@ def save_examples(
     records: Sequence[Any],
     out_dir: Path,
     count: int,
+    views: Sequence[ImageView] = (),
 ) -> list[Path]:
     """``count`` questions spread over ``records``, each a PNG of the image, its attention
-    heatmap, the question and the predicted (and true) answer."""
+    heatmap, the question and the predicted (and true) answer; with ``views``, the answer
+    predictions.json gives (logits averaged over them), the heatmap the image's own."""
     if count <= 0 or not records:
         return []
     device = next(model.parameters()).device
     names = model.config.id2label or {}
     was_training = model.training
     model.eval()
+    forward = AveragedViews(model, views)
     written = []
     try:
         step = max(len(records) // count, 1)
@@ -90,7 +93,7 @@ def save_examples(
             payload = record.image() if callable(record.image) else record.image
             image = load_image(payload, source=record.source)
             inputs = processor(images=[image], text=[record.question], return_tensors="pt")
-            out = model(**{k: v.to(device) for k, v in inputs.items()}, output_attentions=True)
+            out = forward(**{k: v.to(device) for k, v in inputs.items()}, output_attentions=True)
             answer = names.get(int(out.logits[0].argmax()), "?")
             title = f"Q: {record.question}\npredicted: {answer}"
             if record.answers:
