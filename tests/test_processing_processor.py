@@ -12,6 +12,9 @@ from vilt import ViltConfig
 from vilt.processing import ImageProcessor, Tokenizer, ViltProcessor, train_tokenizer
 
 transformers = pytest.importorskip("transformers")
+# The PIL reference pipeline (with torchvision installed transformers defaults to another one).
+PIL_BACKEND = {"backend": "pil"} if hasattr(transformers, "ViltImageProcessorPil") else {}
+RefVilt = getattr(transformers, "ViltImageProcessorPil", transformers.ViltImageProcessor)
 
 QUESTIONS = ["what color is the circle?", "how many shapes are there", "is there a red square"]
 KEYS = ("input_ids", "attention_mask", "token_type_ids", "pixel_mask")
@@ -41,7 +44,9 @@ def assert_same_batch(ours, theirs):
 def test_same_batch_as_transformers(tokenizer, images, tmp_path):
     ours = ViltProcessor(ImageProcessor(size=64), tokenizer)
     ours.save_pretrained(tmp_path)
-    theirs = transformers.ViltProcessor.from_pretrained(tmp_path)  # transformers reads our files
+    theirs = transformers.ViltProcessor.from_pretrained(
+        tmp_path, **PIL_BACKEND
+    )  # transformers reads our files
     batch = ours(images=images, text=QUESTIONS)
     assert set(batch) == {*KEYS, "pixel_values"}
     assert batch["input_ids"].shape[1] < 40  # padded to the longest question only
@@ -98,10 +103,10 @@ def test_reads_transformers_directories(tokenizer, images, tmp_path):
     bert = transformers.BertTokenizerFast(str(vocab))
     # transformers 5 layout: processor_config.json with the image processor inside
     new = tmp_path / "new"
-    transformers.ViltProcessor(transformers.ViltImageProcessor(), bert).save_pretrained(new)
+    transformers.ViltProcessor(RefVilt(), bert).save_pretrained(new)
     loaded = ViltProcessor.from_pretrained(new)
     assert loaded.image_processor == ImageProcessor() and loaded.max_length == 40
-    reference = transformers.ViltProcessor.from_pretrained(new)
+    reference = transformers.ViltProcessor.from_pretrained(new, **PIL_BACKEND)
     assert_same_batch(
         loaded(images=images, text=QUESTIONS),
         reference(images=images, text=QUESTIONS, return_tensors="pt", padding=True),
