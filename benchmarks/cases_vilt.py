@@ -132,12 +132,11 @@ def train_step_fn(model, optimizer, batch):
     return step
 
 
-def compare_training(ours, ref, batch, **ours_options) -> dict:
-    """Loss and gradients of one forward/backward on the same weights and batch
-    (``ours_options``: extra keywords for vilt's forward, e.g. pooled_only)."""
+def compare_training(ours, ref, batch) -> dict:
+    """Loss and gradients of one forward/backward on the same weights and batch."""
     ours.zero_grad(set_to_none=True)
     ref.zero_grad(set_to_none=True)
-    loss_ours = ours(**batch, **ours_options).loss
+    loss_ours = ours(**batch).loss
     loss_ours.backward()
     loss_ref = ref(**batch).loss
     loss_ref.backward()
@@ -161,8 +160,9 @@ def vqa_train(
     compile: bool = False,
     pooled_only: bool = False,
 ) -> Case:
-    """One training step of vilt and of transformers on the same weights and batch."""
-    config = vilt.ViltConfig.from_preset(preset, num_labels=13)
+    """One training step of vilt and of transformers on the same weights and batch
+    (``pooled_only``: vilt's model built with that option, as the VQA recipe builds it)."""
+    config = vilt.ViltConfig.from_preset(preset, num_labels=13, pooled_only=pooled_only)
     ours, ref = (m.train() for m in vilt_pair(config))
     batch = training_batch(config, batch_size, image_size=image_size)
     check = compare_training(ours, ref, batch)
@@ -170,13 +170,8 @@ def vqa_train(
     if compile:
         ours = torch.compile(ours)
     opt_ours = build_optimizer(ours, TrainingConfig(lr=1e-4, head_lr_multiplier=1.0))
-    ours_batch = dict(batch, pooled_only=True) if pooled_only else batch
-    if pooled_only:  # the opt-in lever must give the same loss and gradients too
-        again = compare_training(ours, ref, batch, pooled_only=True)
-        check = {k: max(v, again[k]) for k, v in check.items()}
-        same = check["loss_diff"] <= 1e-4 and check["max_rel_grad_diff"] <= 1e-3
     steps = {
-        "vilt": train_step_fn(ours, opt_ours, ours_batch),
+        "vilt": train_step_fn(ours, opt_ours, batch),
         "transformers": train_step_fn(ref, reference_optimizer(ref), batch),
     }
     tokens = batch["input_ids"].shape[1]
@@ -227,7 +222,7 @@ def vqa_small_train(*, repeats: int, compile: bool = False, pooled_only: bool = 
         goal=1.5,
         name=f"{preset} (recipe default) VQA training step, batch 32"
         + (", vilt compiled" if compile else "")
-        + (", vilt pooled_only=True (opt-in)" if pooled_only else ""),
+        + (", vilt built with pooled_only=True" if pooled_only else ""),
         compile=compile,
         pooled_only=pooled_only,
     )

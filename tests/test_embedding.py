@@ -188,3 +188,12 @@ def test_non_vilt_models_are_refused(embedder, tmp_path):
         vilt.embed(images(1), TEXTS[:1], vit, processor=embedder.processor)
     with pytest.raises(TypeError, match="processor must be a ViltProcessor"):
         vilt.Embedder(vilt_model(), processor=embedder.processor.image_processor)
+
+
+def test_a_processor_whose_ids_overrun_the_model_is_refused_up_front(embedder):
+    """The forward does not check token ids (no host reads): the Embedder checks the pair."""
+    small = vilt.ViltForImageTextMatching(
+        embedder.model.config.replace(vocab_size=embedder.processor.tokenizer.vocab_size - 1)
+    )
+    with pytest.raises(ValueError, match="tokens but ViltForImageTextMatching embeds only"):
+        vilt.Embedder(small, embedder.processor)

@@ -1,5 +1,5 @@
-"""The fast paths give the results of the general ones: unpadded ViLT batches skip the patch
-sort and gathers; attention splits q, k, v without a permute; gradients stay the same."""
+"""The fast paths give the results of the general ones: unpadded ViLT batches (no pixel_mask)
+skip the patch sort and gathers; pooled_only computes the pooled state alone; attention splits q, k, v without a permute; gradients stay the same."""
 
 import pytest
 import torch
@@ -74,21 +74,30 @@ def padded_pairs(b: int = 3) -> dict[str, torch.Tensor]:
     )
 
 
+def twins(cls: type, cfg: vilt.ViltConfig | None = None) -> tuple:
+    """The same weights built without and with ``pooled_only``."""
+    cfg = cfg or config()
+    full = cls(cfg)
+    pooled = cls(cfg.replace(pooled_only=True))
+    pooled.load_state_dict(full.state_dict())
+    return full, pooled
+
+
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_pooled_only_gives_the_same_logits_loss_and_gradients(checkpointing):
-    model = vilt.ViltForQuestionAnswering(config()).train()
-    if checkpointing:
-        model.gradient_checkpointing_enable()
+    full_model, pooled_model = twins(vilt.ViltForQuestionAnswering)
     inputs = padded_pairs() | {"labels": torch.rand(3, 5)}
 
-    def run(**extra):
-        model.zero_grad()
-        out = model(**inputs, **extra)
+    def run(model):
+        model.train()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        out = model(**inputs)
         out.loss.backward()
         return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
-    full, full_grads = run()
-    pooled, pooled_grads = run(pooled_only=True)
+    full, full_grads = run(full_model)
+    pooled, pooled_grads = run(pooled_model)
     torch.testing.assert_close(pooled.logits, full.logits, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(pooled.loss, full.loss, atol=1e-6, rtol=1e-5)
     assert pooled.last_hidden_state.shape == (3, 1, 32)
@@ -98,15 +107,34 @@ def test_pooled_only_gives_the_same_logits_loss_and_gradients(checkpointing):
         torch.testing.assert_close(pooled_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
-def test_pooled_only_for_matching_and_nlvr2_and_refused_where_it_cannot_apply():
-    itm = vilt.ViltForImageTextMatching(config()).eval()
+def test_pooled_only_for_matching_and_nlvr2_and_in_full_where_it_cannot_apply():
     inputs = padded_pairs()
-    torch.testing.assert_close(itm(**inputs, pooled_only=True).scores, itm(**inputs).scores)
+    itm, itm_pooled = (m.eval() for m in twins(vilt.ViltForImageTextMatching))
+    torch.testing.assert_close(itm_pooled(**inputs).scores, itm(**inputs).scores)
     nlvr2_config = config().replace(num_images=2, modality_type_vocab_size=3)
-    nlvr2 = vilt.ViltForImagesAndTextClassification(nlvr2_config).eval()
+    nlvr2, nlvr2_pooled = (
+        m.eval() for m in twins(vilt.ViltForImagesAndTextClassification, nlvr2_config)
+    )
     pairs = dict(input_ids=torch.randint(1, 100, (2, 5)), pixel_values=torch.randn(2, 2, 3, 32, 32))
-    torch.testing.assert_close(nlvr2(**pairs, pooled_only=True).logits, nlvr2(**pairs).logits)
-    with pytest.raises(ValueError, match="hidden_states or attentions"):
-        itm(**inputs, pooled_only=True, output_hidden_states=True)
-    with pytest.raises(ValueError, match="pooled_only does not apply"):
-        vilt.ViltForMaskedLM(config())(**inputs, pooled_only=True)
+    torch.testing.assert_close(nlvr2_pooled(**pairs).logits, nlvr2(**pairs).logits)
+    # asking for hidden states or attentions runs every token, as without the option
+    asked = itm_pooled(**inputs, output_hidden_states=True, output_attentions=True)
+    full = itm(**inputs, output_hidden_states=True, output_attentions=True)
+    assert asked.last_hidden_state.shape == full.last_hidden_state.shape
+    torch.testing.assert_close(asked.hidden_states[-1], full.hidden_states[-1])
+    # the models that read every text position ignore it (and say so in the config's docs)
+    mlm, mlm_pooled = (m.eval() for m in twins(vilt.ViltForMaskedLM))
+    assert not mlm_pooled.vilt.pooled_only
+    torch.testing.assert_close(mlm_pooled(**inputs).logits, mlm(**inputs).logits)
+    pre = vilt.ViltForPreTraining(config().replace(pooled_only=True))
+    assert not pre.vilt.pooled_only
+
+
+def test_pooled_only_is_saved_and_overridable(tmp_path):
+    _, pooled = twins(vilt.ViltForQuestionAnswering)
+    pooled.save_pretrained(tmp_path)
+    assert vilt.ViltForQuestionAnswering.from_pretrained(tmp_path).vilt.pooled_only
+    again = vilt.ViltForQuestionAnswering.from_pretrained(tmp_path, pooled_only=False)
+    assert not again.vilt.pooled_only
+    with pytest.raises(vilt.ConfigError, match="pooled_only"):
+        config().replace(pooled_only="yes")

@@ -245,8 +245,10 @@ def test_datasets_directory_source(tmp_path):
     )
 
 
-def test_recipe_batches_compute_only_the_pooled_state_with_the_same_logits(trained):
+def test_recipe_model_computes_only_the_pooled_state_with_the_same_logits(trained):
     model = vilt.ViltForQuestionAnswering.from_pretrained(trained).eval()
+    assert model.config.pooled_only  # built so by the recipe, and saved so
+    full_model = vilt.ViltForQuestionAnswering.from_pretrained(trained, pooled_only=False).eval()
     processor = ViltProcessor.from_pretrained(trained)
     images = [Image.fromarray(np.full((32, 40, 3), c, dtype=np.uint8)) for c in (0, 90, 200)]
     items = [
@@ -255,15 +257,13 @@ def test_recipe_batches_compute_only_the_pooled_state_with_the_same_logits(train
             ["what color is the shape?", "is there a circle?", "what?"], images, strict=True
         )
     ]
-    plain = vilt.data.VQACollator(processor)(items)
-    marked = vqa.PooledOnly(vilt.data.VQACollator(processor))(items)
-    assert marked.pop("pooled_only") is True and "pooled_only" not in plain
-    for batch in (plain, marked):
-        batch.pop("meta")
+    batch = vilt.data.VQACollator(processor)(items)
+    batch.pop("meta")
     with torch.no_grad():
-        full = model(**plain).logits
-        fast = model(**marked, pooled_only=True).logits
-    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+        fast = model(**batch)
+        full = full_model(**batch)
+    assert fast.last_hidden_state.shape[1] == 1
+    torch.testing.assert_close(fast.logits, full.logits, atol=1e-5, rtol=1e-5)
 
 
 def test_example_images_name_the_answer_of_the_test_time_views(trained, tmp_path, monkeypatch):

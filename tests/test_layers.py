@@ -28,9 +28,11 @@ def test_sdpa_and_explicit_attention_agree_with_mask():
     assert float(weights[1, :, :, 6:].detach().abs().max()) == 0.0
 
 
-def test_key_padding_bias_is_none_when_nothing_is_masked():
-    assert key_padding_bias(torch.ones(2, 5)) is None
+def test_key_padding_bias_reads_no_values():
+    """No mask in, no mask out; a mask is passed on whatever it holds (asking whether every
+    key is real would wait on the device)."""
     assert key_padding_bias(None) is None
+    assert key_padding_bias(torch.ones(2, 5)).shape == (2, 1, 1, 5)
     assert key_padding_bias(torch.tensor([[1, 0]])).dtype == torch.bool
 
 

@@ -173,3 +173,15 @@ def test_transformers_offline_is_offline_too(tmp_path, monkeypatch):
     with pytest.raises(vilt.CheckpointError, match=r"someone/no-such-model: .*offline"):
         vilt.ViltModel.from_pretrained("someone/no-such-model")
     assert downloads == []
+
+
+def test_check_model_refuses_a_model_the_processor_would_overrun(tokenizer):
+    """The ids a processor makes are in range by construction only for a model whose tables
+    hold them; a model's forward does not check (that would read values on the host)."""
+    processor = ViltProcessor(ImageProcessor(size=32), tokenizer, max_length=16)
+    fits = ViltConfig.from_preset("vilt-test", vocab_size=tokenizer.vocab_size)
+    processor.check_model(fits)
+    with pytest.raises(ValueError, match=f"tokenizer has {tokenizer.vocab_size} tokens but m/x"):
+        processor.check_model(fits.replace(vocab_size=tokenizer.vocab_size - 1), "m/x")
+    with pytest.raises(ValueError, match="up to 16 tokens but the model has 12 text positions"):
+        processor.check_model(fits.replace(max_position_embeddings=12))

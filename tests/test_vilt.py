@@ -86,9 +86,9 @@ def test_patch_sampling_only_in_training_seeded_and_bounded():
     model.eval()
     assert model(**x).last_hidden_state.shape[1] == 7 + 1 + 24  # every patch at eval
     model.train()
-    model.embeddings.image.generator = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
     a = model(**x).patch_index
-    model.embeddings.image.generator = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
     b = model(**x).patch_index
     assert a.shape == (2, 11) and torch.equal(a, b)
     assert len(set(a[0, 1:].tolist())) == 10  # distinct patches
@@ -99,7 +99,7 @@ def test_sampling_never_picks_padding_when_enough_real_patches():
     x = inputs(b=1)
     pm = torch.zeros(1, 32, 48, dtype=torch.long)
     pm[:, :16, :24] = 1  # 2x3 valid patches in a 4x6 grid
-    model.embeddings.image.generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
     out = model(**x, pixel_mask=pm)
     rows, cols = out.patch_index[0, 1:] // 6, out.patch_index[0, 1:] % 6
     assert bool((rows < 2).all() and (cols < 3).all())
@@ -200,25 +200,17 @@ def test_gradients_reach_every_used_parameter(cls):
     assert mod[0].abs().sum() > 0 and mod[1].abs().sum() > 0
 
 
-def test_bad_inputs_get_clear_errors():
+def test_bad_shapes_get_clear_errors():
     model = vilt.ViltModel(tiny()).eval()
     with pytest.raises(ValueError, match="3 texts but pixel_values hold 2 images"):
         model(input_ids=torch.ones(3, 4, dtype=torch.long), pixel_values=torch.randn(2, 3, 32, 32))
     with pytest.raises(ValueError, match="longer than max_position_embeddings"):
         model(input_ids=torch.ones(1, 17, dtype=torch.long), pixel_values=torch.randn(1, 3, 32, 32))
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        model(input_ids=torch.full((1, 4), 100), pixel_values=torch.randn(1, 3, 32, 32))
     with pytest.raises(ValueError, match="pixel_mask must have shape"):
         model(
             input_ids=torch.ones(1, 4, dtype=torch.long),
             pixel_values=torch.randn(1, 3, 32, 32),
             pixel_mask=torch.ones(1, 16, 16),
-        )
-    with pytest.raises(ValueError, match="less than one whole patch"):
-        model(
-            input_ids=torch.ones(1, 4, dtype=torch.long),
-            pixel_values=torch.randn(1, 3, 32, 32),
-            pixel_mask=torch.zeros(1, 32, 32),
         )
     with pytest.raises(ValueError, match="VQA labels must be soft scores"):
         vilt.ViltForQuestionAnswering(tiny())(
@@ -226,6 +218,43 @@ def test_bad_inputs_get_clear_errors():
             pixel_values=torch.randn(1, 3, 32, 32),
             labels=torch.tensor([1]),
         )
+
+
+def test_value_checks_run_in_the_forward_when_switched_on(monkeypatch):
+    """Values are checked where the data is made; in a forward only under check_inputs()."""
+    model = vilt.ViltModel(tiny()).eval()
+    ids, pixels = torch.full((1, 4), 100), torch.randn(1, 3, 32, 32)
+    with vilt.check_inputs(), pytest.raises(ValueError, match="outside the vocabulary"):
+        model(input_ids=ids, pixel_values=pixels)
+    with vilt.check_inputs(), pytest.raises(ValueError, match="less than one whole patch"):
+        model(
+            input_ids=torch.ones(1, 4, dtype=torch.long),
+            pixel_values=pixels,
+            pixel_mask=torch.zeros(1, 32, 32),
+        )
+    itm = vilt.ViltForImageTextMatching(tiny())
+    good = dict(
+        input_ids=torch.ones(2, 4, dtype=torch.long), pixel_values=torch.randn(2, 3, 32, 32)
+    )
+    with vilt.check_inputs(), pytest.raises(ValueError, match="0 .mismatch. or 1 .match."):
+        itm(**good, labels=torch.tensor([0, 2]))
+    # Off (the default), the forward reads no value: the ids reach the embedding table as they are.
+    reads = []
+    monkeypatch.setattr(torch.Tensor, "item", lambda t: reads.append(t) or 0)
+    with pytest.raises(IndexError):
+        model(input_ids=ids, pixel_values=pixels)
+    assert reads == []
+
+
+@pytest.mark.parametrize("name", ["ViltForQuestionAnswering", "ViltForImageTextMatching"])
+def test_a_misspelled_keyword_is_a_type_error(name):
+    model = getattr(vilt, name)(tiny())
+    good = dict(
+        input_ids=torch.ones(1, 4, dtype=torch.long), pixel_values=torch.randn(1, 3, 32, 32)
+    )
+    for typo in ("attn_mask", "pixel_masks", "label"):
+        with pytest.raises(TypeError, match=typo):
+            model(**good, **{typo: torch.ones(1, 4)})
 
 
 def test_small_vilt_overfits_a_vqa_batch():

@@ -55,8 +55,11 @@ def test_bad_inputs_get_clear_errors():
     model = vilt.ViTForImageClassification(tiny()).eval()
     with pytest.raises(ValueError, match=r"pixel_values must have shape \(batch, 3"):
         model(pixel_values=torch.randn(2, 1, 32, 32))
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+    with vilt.check_inputs(), pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
         model(pixel_values=torch.randn(2, 3, 32, 32), labels=torch.tensor([0, 5]))
+    for typo in ("pixel_value", "label", "output_attention"):
+        with pytest.raises(TypeError, match=typo):
+            model(pixel_values=torch.randn(2, 3, 32, 32), **{typo: None})
 
 
 def test_every_parameter_gets_a_gradient():

@@ -1,6 +1,7 @@
 """vilt: Vision Transformers and single-stream vision-and-language transformers on torch."""
 
 from . import viz
+from .checks import check_inputs
 from .config import ConfigError, ViltConfig, ViTConfig, get_preset, preset_names
 from .embedding import Embedder, embed
 from .interop import convert  # importing interop registers transformers' reader and writer
@@ -48,6 +49,7 @@ __all__ = [
     "__version__",
     "answer_question",
     "attention_map",
+    "check_inputs",
     "convert",
     "embed",
     "get_preset",

@@ -227,6 +227,11 @@ class ViltConfig(_BaseConfig):
     max_image_length: int = -1
     num_images: int = -1
     pad_token_id: int | None = None
+    # The models whose heads read the pooled [CLS] state alone (VQA, ITM, NLVR2, ViltModel's
+    # pooler) run the last block for that token only: the same logits and gradients for
+    # less work; last_hidden_state is then (B, 1, D). Models that read every text position
+    # (MLM, pretraining) and calls asking for hidden states or attentions run in full.
+    pooled_only: bool = False
 
     def _positive_fields(self) -> tuple[str, ...]:
         return (
@@ -254,6 +259,10 @@ class ViltConfig(_BaseConfig):
             raise ConfigError(
                 f"ViltConfig.num_images={self.num_images} needs modality_type_vocab_size >= "
                 f"{self.num_images + 1}, got {self.modality_type_vocab_size}"
+            )
+        if not isinstance(self.pooled_only, bool):
+            raise ConfigError(
+                f"ViltConfig.pooled_only must be true or false, got {self.pooled_only!r}"
             )
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ConfigError(

@@ -100,6 +100,8 @@ class Embedder:
             )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if hasattr(processor, "check_model"):
+            processor.check_model(self.backbone.config, type(model).__name__)
         if device is not None:
             model.to(device)
         self.model = model.eval()

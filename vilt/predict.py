@@ -78,6 +78,7 @@ def answer_question(
         processor = ViltProcessor.from_pretrained(path)
     if processor is None:
         raise ValueError("pass the model's processor with a loaded model")
+    processor.check_model(model.config, str(path or type(model).__name__))
     inputs = processor(images=[_open_image(image)], text=[question], return_tensors="pt")
     device = next(model.parameters()).device
     with _evaluating(model):
@@ -122,6 +123,7 @@ def attention_map(
 
     if Path(out_path).suffix.lower() != ".png":
         raise ValueError(f"the attention map is written as PNG; {out_path} does not end in .png")
+    path = None
     if isinstance(model, str | os.PathLike):
         path, model = model, load_model(model)
         processor = processor or _processor_for(path, model)
@@ -138,6 +140,7 @@ def attention_map(
         backbone = vilt_backbone(model)
         if text is None:
             raise ValueError("a ViLT model looks at an image with a text: pass the text")
+        processor.check_model(model.config, str(path or type(model).__name__))
         inputs = processor(images=[picture], text=[text], return_tensors="pt")
         options = {}
     device = next(backbone.parameters()).device

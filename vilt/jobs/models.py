@@ -91,9 +91,7 @@ def image_processor(size: int, patch_size: int) -> ImageProcessor:
 
 def check_vocab(processor: ViltProcessor, config: Any, source: str) -> None:
     """A tokenizer whose ids reach past the model's word embeddings is an error up front."""
-    size = processor.tokenizer.vocab_size
-    if size > config.vocab_size:
-        raise ValueError(
-            f"the tokenizer has {size} tokens but {source} embeds only {config.vocab_size}; "
-            "use the checkpoint's own tokenizer or a smaller --vocab-size"
-        )
+    try:
+        processor.check_model(config, source)
+    except ValueError as err:
+        raise ValueError(f"{err} (--vocab-size sets the size of a trained vocabulary)") from None

@@ -188,16 +188,17 @@ def _train(job: Job) -> int:
         processor = ViltProcessor(
             image_processor, tokenizer, max_length=base.max_position_embeddings
         )
-    labels = {"id2label": train.vocab.id2label, "num_labels": len(train.vocab)}
+    # the answer head reads the pooled [CLS] state alone: the last block computes nothing else
+    fields = {"id2label": train.vocab.id2label, "num_labels": len(train.vocab), "pooled_only": True}
     if init is not None:
-        model = models.from_init(ViltForQuestionAnswering, init, **labels)
+        model = models.from_init(ViltForQuestionAnswering, init, **fields)
     else:
-        config = models.scratch_config(args, vocab_size=processor.tokenizer.vocab_size, **labels)
+        config = models.scratch_config(args, vocab_size=processor.tokenizer.vocab_size, **fields)
         model = ViltForQuestionAnswering(config)
     models.check_vocab(processor, model.config, args.init or f"preset {args.preset}")
     if job.is_main:
         processor.save_pretrained(job.out)
-    collate = PooledOnly(VQACollator(processor))
+    collate = VQACollator(processor)
     job.say(
         f"VQA on {args.data or 'easy-vqa'}: {len(train.dataset):,} training and "
         f"{len(test.dataset):,} {args.eval_split} questions, {len(train.vocab)} answers, "
@@ -220,7 +221,7 @@ def _train(job: Job) -> int:
 def _evaluate(job: Job) -> int:
     args = job.args
     source = job.model_dir()
-    model = ViltForQuestionAnswering.from_pretrained(source)
+    model = ViltForQuestionAnswering.from_pretrained(source, pooled_only=True)
     processor = ViltProcessor.from_pretrained(source)
     if not model.config.id2label:
         raise ValueError(f"{source}: the model has no answer names (id2label) to evaluate")
@@ -230,7 +231,7 @@ def _evaluate(job: Job) -> int:
         args, args.eval_split, vocab=vocab, transform=transform,
         max_examples=args.max_eval_examples, shuffle=False,
     )  # fmt: skip
-    collate = PooledOnly(VQACollator(processor))
+    collate = VQACollator(processor)
     job.say(f"evaluating {source} on {len(test.dataset):,} {args.eval_split} questions")
     results, accelerator = job.evaluate_only(
         model, test.dataset if test.answered else None, collate
@@ -238,24 +239,6 @@ def _evaluate(job: Job) -> int:
     extra = _finish_outputs(job, accelerator, model, processor, test, collate)
     _report(job, results, test, extra)
     return 0
-
-
-class PooledOnly:
-    """Marks each batch ``pooled_only``: the answer head reads the pooled [CLS] state alone,
-    so the last block skips every other position (the same logits, less work per step)."""
-
-    def __init__(self, collate: Any) -> None:
-        self.collate = collate
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.collate, "set_epoch"):
-            self.collate.set_epoch(epoch)
-
-    def __call__(self, items: Any) -> dict[str, Any] | None:
-        batch = self.collate(items)
-        if batch is not None:
-            batch["pooled_only"] = True
-        return batch
 
 
 def _views(args: argparse.Namespace) -> list[Any]:

@@ -3,13 +3,13 @@
 from .auto import load_model, model_classes
 from .outputs import EncoderOutput, ModelOutput, PreTrainingOutput, TaskOutput
 from .pretrained import CheckpointError, CheckpointWarning, PreTrainedModel
-from .vilt import (
+from .vilt import ViltModel
+from .vilt_tasks import (
     ViltForImagesAndTextClassification,
     ViltForImageTextMatching,
     ViltForMaskedLM,
     ViltForPreTraining,
     ViltForQuestionAnswering,
-    ViltModel,
 )
 from .vit import ViTForImageClassification, ViTModel
 

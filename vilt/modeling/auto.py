@@ -11,10 +11,10 @@ from .pretrained import CheckpointError, PreTrainedModel, read_checkpoint
 def model_classes() -> dict[str, type[PreTrainedModel]]:
     """Every concrete vilt model class by name."""
     from . import vilt as vilt_models
-    from . import vit as vit_models
+    from . import vilt_tasks, vit
 
     classes = {}
-    for module in (vit_models, vilt_models):
+    for module in (vit, vilt_models, vilt_tasks):
         for name in dir(module):
             obj = getattr(module, name)
             is_model = isinstance(obj, type) and issubclass(obj, PreTrainedModel)

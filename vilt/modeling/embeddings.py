@@ -2,7 +2,7 @@
 
 ViLT images keep their own size: each image's learned position grid is interpolated to its own
 patch grid, padding patches are masked, and (in training, when ``max_image_length`` > 0) a
-random subset of patches is drawn — all vectorised over the batch.
+random subset of patches is drawn (from torch's generator) — all vectorised over the batch.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_patch_coverage, check_token_ids, input_checks_enabled
 from ..config import ViltConfig, ViTConfig, _pair
 from .layers import trunc_normal_
 
@@ -83,11 +84,33 @@ class ViTImageEmbeddings(nn.Module):
         return self.dropout(x + pos)
 
 
+def _linear_taps(
+    valid: torch.Tensor, size: int, length: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For a 1-D linear resize (corners aligned) of ``size`` grid points to each sample's
+    ``valid`` points, padded to ``length``: the two taps of every output point, the weight of
+    the second, and whether the point is real. Computed as ``F.interpolate`` does (the same
+    float32 scale and source coordinate), so the blend matches it within rounding."""
+    idx = torch.arange(length, device=valid.device, dtype=torch.float32)
+    n = valid.to(torch.float32)[:, None]
+    scale = torch.where(n > 1, (size - 1) / (n - 1).clamp(min=1), 0.0)
+    src = scale * idx  # (B, length)
+    first = src.long().clamp(max=size - 1)
+    second = torch.where(first < size - 1, first + 1, first)
+    return first, second, src - first, idx < n
+
+
 class ViltImageEmbeddings(nn.Module):
     """ViLT: patches of variable-size, padded images with per-image interpolated positions.
 
     Returns the image tokens (class token first), their keep-mask, and for each token the flat
     index of its patch in the padded grid (-1 for the class token), which attention maps use.
+
+    Every shape here follows from the input's shape alone, never from its values, so the
+    forward compiles as one graph and never waits on the device: each image's real patches
+    come first (in raster order; in training with ``max_image_length``, a random draw of
+    them), then its padding patches, masked. Without sampling the sequence holds every patch
+    of the padded grid; with it, ``min(max_image_length, patches)``.
     """
 
     def __init__(self, config: ViltConfig) -> None:
@@ -101,33 +124,43 @@ class ViltImageEmbeddings(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.position_embeddings = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1] + 1, d))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        # Patch sampling in training draws from this generator when set (seeded runs).
-        self.generator: torch.Generator | None = None
 
-    def _positions(self, valid_h: torch.Tensor, valid_w: torch.Tensor, h: int, w: int):
-        """Per image: the position grid interpolated to its valid patch area, zero-padded.
+    def _positions(
+        self, valid_h: torch.Tensor, valid_w: torch.Tensor, h: int, w: int
+    ) -> torch.Tensor:
+        """(B, h * w, D): per image, the position grid resized (bilinear, corners aligned) to
+        its own valid patch area, zero over its padding. One vectorised pass over the batch:
+        each patch gathers its four grid taps and blends them as the interpolation does."""
+        gw = self.grid[1]
+        table = self.position_embeddings[0, 1:]  # (gh * gw, D), the grid in raster order
+        h0, h1, hl, h_in = _linear_taps(valid_h, self.grid[0], h)
+        w0, w1, wl, w_in = _linear_taps(valid_w, gw, w)
 
-        Loops over the distinct image sizes in the batch (usually one), not over samples.
-        """
-        d = self.position_embeddings.shape[-1]
-        grid = self.position_embeddings[:, 1:].transpose(1, 2).reshape(1, d, *self.grid)
-        out = grid.new_zeros(valid_h.shape[0], d, h, w)
-        sizes = torch.stack([valid_h, valid_w], dim=1)
-        for vh, vw in torch.unique(sizes, dim=0).tolist():
-            if vh == 0 or vw == 0:
-                continue
-            rows = ((sizes[:, 0] == vh) & (sizes[:, 1] == vw)).nonzero(as_tuple=True)[0]
-            resized = resize_pos_grid(grid, (vh, vw), mode="bilinear", align_corners=True)
-            out[rows, :, :vh, :vw] = resized.to(out.dtype)
-        return out
+        def tap(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+            return table[rows[:, :, None] * gw + cols[:, None, :]]  # (B, h, w, D)
+
+        wl, hl = wl[:, None, :, None], hl[:, :, None, None]
+        top = (1 - wl) * tap(h0, w0) + wl * tap(h0, w1)
+        bottom = (1 - wl) * tap(h1, w0) + wl * tap(h1, w1)
+        inside = (h_in[:, :, None] & w_in[:, None, :])[..., None]
+        pos = torch.where(inside, (1 - hl) * top + hl * bottom, 0.0)
+        return pos.flatten(1, 2)
 
     def forward(
         self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
         x = self.patch_embeddings(pixel_values)
         b, d, h, w = x.shape
-        if pixel_mask is None:
-            patch_mask = torch.ones(b, h, w, dtype=torch.long, device=x.device)
+        x = x.flatten(2).transpose(1, 2)  # (B, HW, D)
+        sample = self.training and self.max_image_length > 0
+        if pixel_mask is None:  # every pixel real: one position grid serves the batch
+            grid = self.position_embeddings[:, 1:].transpose(1, 2).reshape(1, d, *self.grid)
+            pos = resize_pos_grid(grid, (h, w), mode="bilinear", align_corners=True)
+            pos = pos.flatten(2).transpose(1, 2).expand(b, -1, -1)  # (B, HW, D)
+            keep = torch.ones(b, h * w, dtype=torch.long, device=x.device)
+            if not sample:  # raster order already
+                order = torch.arange(h * w, device=x.device).expand(b, -1)
+                return self._join(x, pos.to(x.dtype), keep, order, (h, w))
         else:
             if pixel_mask.shape != (b, *pixel_values.shape[-2:]):
                 raise ValueError(
@@ -135,46 +168,29 @@ class ViltImageEmbeddings(nn.Module):
                     f"pixel_values, got {tuple(pixel_mask.shape)}"
                 )
             patch_mask = F.interpolate(pixel_mask[:, None].float(), size=(h, w))[:, 0].long()
-        # Padding is at the bottom/right, so the first column and row count the valid patches.
-        valid_h = patch_mask[:, :, 0].sum(dim=1)
-        valid_w = patch_mask[:, 0, :].sum(dim=1)
-        if bool((valid_h == 0).any() or (valid_w == 0).any()):
-            bad = ((valid_h == 0) | (valid_w == 0)).nonzero(as_tuple=True)[0].tolist()
-            raise ValueError(f"pixel_mask of sample(s) {bad} covers less than one whole patch")
-
-        x = x.flatten(2).transpose(1, 2)  # (B, HW, D)
-        keep = patch_mask.flatten(1)  # (B, HW)
-        sample = self.training and self.max_image_length > 0
-        if not sample and bool((valid_h == h).all() and (valid_w == w).all()):
-            # No padding and no sampling (the common batch of same-size images): every image
-            # shares one position grid and keeps its patches in raster order, so the sort and
-            # gathers below would return their inputs.
-            d = self.position_embeddings.shape[-1]
-            grid = self.position_embeddings[:, 1:].transpose(1, 2).reshape(1, d, *self.grid)
-            pos = resize_pos_grid(grid, (h, w), mode="bilinear", align_corners=True)
-            pos = pos.to(x.dtype).flatten(2).transpose(1, 2)  # (1, HW, D)
-            order = torch.arange(h * w, device=x.device).expand(b, -1)
-            return self._join(x, pos, keep, order, (h, w))
-
-        pos = self._positions(valid_h, valid_w, h, w).flatten(2).transpose(1, 2)  # (B, HW, D)
-        n_valid = keep.sum(dim=1)
-        length = int(n_valid.max())
+            # Padding is at the bottom/right, so the first column and row count the valid patches.
+            valid_h = patch_mask[:, :, 0].sum(dim=1)
+            valid_w = patch_mask[:, 0, :].sum(dim=1)
+            if input_checks_enabled():
+                check_patch_coverage(valid_h, valid_w)
+            pos = self._positions(valid_h, valid_w, h, w)
+            keep = patch_mask.flatten(1)
         if sample:
-            length = min(length, self.max_image_length)
-            # Random keys for real patches, keys above 1 (in raster order) for padding: sorting
-            # draws a random subset of real patches and fills up with padding only when short.
-            keys = torch.rand(keep.shape, generator=self.generator, device="cpu").to(keep.device)
+            # torch's generator on the device: seeded by set_seed, restored on resume
+            keys = torch.rand(keep.shape, device=keep.device)
         else:
             keys = torch.zeros(keep.shape, device=keep.device)
+        # Keys in [0, 1) for real patches, above 2 (in raster order) for padding: sorting puts
+        # the real patches first (a random draw of them when sampling), then the padding.
         keys = torch.where(
             keep.bool(), keys, 2.0 + torch.arange(h * w, device=keep.device) / (h * w)
         )
-        order = keys.argsort(dim=1, stable=True)[:, :length]  # (B, L)
-
+        order = keys.argsort(dim=1, stable=True)
+        if sample:
+            order = order[:, : min(h * w, self.max_image_length)]
         x = x.gather(1, order[..., None].expand(-1, -1, d))
-        pos = pos.gather(1, order[..., None].expand(-1, -1, d))
-        keep = keep.gather(1, order)
-        return self._join(x, pos, keep, order, (h, w))
+        pos = pos.gather(1, order[..., None].expand(-1, -1, d)).to(x.dtype)
+        return self._join(x, pos, keep.gather(1, order), order, (h, w))
 
     def _join(
         self,
@@ -221,13 +237,8 @@ class TextEmbeddings(nn.Module):
                 f"text of {t} tokens is longer than max_position_embeddings ({self.max_positions}); "
                 "truncate it (ViltProcessor does by default)"
             )
-        if input_ids.numel() and (
-            int(input_ids.min()) < 0 or int(input_ids.max()) >= self.vocab_size
-        ):
-            raise ValueError(
-                f"input_ids hold token ids outside the vocabulary [0, {self.vocab_size}): "
-                f"min {int(input_ids.min())}, max {int(input_ids.max())}"
-            )
+        if input_checks_enabled():
+            check_token_ids(input_ids, self.vocab_size)
         if token_type_ids is None:
             token_types = self.token_type_embeddings.weight[0]
         else:

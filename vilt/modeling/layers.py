@@ -16,16 +16,13 @@ from .activations import activation, activation_linear
 
 
 def key_padding_bias(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, N) keep-mask -> (B, 1, 1, N) boolean attention mask, or None when nothing is masked.
+    """(B, N) keep-mask -> (B, 1, 1, N) boolean attention mask; None stays None (no mask).
 
-    Returning None when every key is real lets SDPA pick its fastest kernel.
-    """
+    Whether every key is real is not asked of the values (that would wait on the device):
+    callers with no padding pass no mask."""
     if mask is None:
         return None
-    mask = mask.bool()
-    if bool(mask.all()):
-        return None
-    return mask[:, None, None, :]
+    return mask.bool()[:, None, None, :]
 
 
 class Attention(nn.Module):

@@ -8,14 +8,14 @@ image (2 for a second image in NLVR2). The pooler reads position 0, the text [CL
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_image_type_ids, input_checks_enabled
 from ..config import ViltConfig
 from .embeddings import TextEmbeddings, ViltImageEmbeddings
-from .heads import MLMHead, Pooler, itm_scores, mlp_classifier
+from .heads import Pooler
 from .layers import Encoder
-from .outputs import EncoderOutput, PreTrainingOutput, TaskOutput
+from .outputs import EncoderOutput
 from .pretrained import PreTrainedModel
 
 
@@ -52,25 +52,37 @@ class ViltEmbeddings(nn.Module):
             image_type = types[image_token_type_idx]
         else:
             idx = image_token_type_idx.to(device=types.device, dtype=torch.long)
-            if idx.numel() and (int(idx.min()) < 1 or int(idx.max()) >= n_types):
-                raise ValueError(
-                    f"image_token_type_idx values must lie in [1, {n_types}), got "
-                    f"{sorted(set(idx.tolist()))}"
-                )
+            if input_checks_enabled():
+                check_image_type_ids(idx, n_types)
             image_type = types[idx][:, None, :]
         return text + types[0], image + image_type, keep, patch_index, grid
 
 
 class ViltModel(PreTrainedModel):
-    """The ViLT backbone: embeddings, shared encoder, tanh pooler on the text [CLS]."""
+    """The ViLT backbone: embeddings, shared encoder, tanh pooler on the text [CLS].
+
+    Args:
+        config: the model's sizes; ``config.pooled_only`` runs the last block for the
+            [CLS] token alone (see :class:`vilt.ViltConfig`).
+        add_pooling_layer: build the tanh pooler (``pooler_output``).
+        pooled_only: overrides ``config.pooled_only`` for this backbone (the task models that
+            read every text position build theirs with ``False``).
+    """
 
     config_class = ViltConfig
 
-    def __init__(self, config: ViltConfig, *, add_pooling_layer: bool = True) -> None:
+    def __init__(
+        self,
+        config: ViltConfig,
+        *,
+        add_pooling_layer: bool = True,
+        pooled_only: bool | None = None,
+    ) -> None:
         super().__init__(config)
         self.embeddings = ViltEmbeddings(config)
         self.encoder = Encoder(config)
         self.pooler = Pooler(config.hidden_size) if add_pooling_layer else None
+        self.pooled_only = config.pooled_only if pooled_only is None else bool(pooled_only)
         self.post_init()
 
     @property
@@ -87,16 +99,25 @@ class ViltModel(PreTrainedModel):
         image_token_type_idx: int | torch.Tensor = 1,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
-        pooled_only: bool = False,
-        **_: object,
     ) -> EncoderOutput:
-        """input_ids (B, T), attention_mask (B, T) 1 = real token; pixel_values (B, C, H, W),
-        pixel_mask (B, H, W) 1 = real pixel. Returns the joint sequence and the pooled state.
+        """The joint sequence of text and image tokens, and its pooled state.
 
-        ``pooled_only=True`` (opt-in) computes only what the pooled output needs: the last
-        block runs its queries, MLP and the final norm on the text [CLS] alone, so
-        last_hidden_state is (B, 1, D). Pooled output, logits and gradients are unchanged;
-        the task models that read the pooled state (VQA, ITM, NLVR2) pass it through."""
+        Args:
+            input_ids: (B, T) token ids.
+            pixel_values: (B, C, H, W) normalised images, padded at the bottom/right.
+            attention_mask: (B, T), 1 = real token (default: every token real).
+            token_type_ids: (B, T) BERT segment ids (default: 0).
+            pixel_mask: (B, H, W), 1 = real pixel (default: every pixel real).
+            image_token_type_idx: the images' modality type: an int, or (B,) per sample.
+            output_attentions: return each block's attention weights.
+            output_hidden_states: return the embeddings and each block's output.
+
+        Returns:
+            EncoderOutput with last_hidden_state (B, T + 1 + patches, D), or (B, 1, D) when
+            the backbone is ``pooled_only`` and neither hidden states nor attentions were
+            asked for; pooler_output (B, D); attention_mask, text_length, patch_index and
+            grid_size locate the image tokens.
+        """
         if input_ids is None or pixel_values is None:
             raise ValueError("ViLT needs both input_ids and pixel_values")
         if input_ids.shape[0] != pixel_values.shape[0]:
@@ -116,12 +137,13 @@ class ViltModel(PreTrainedModel):
         )
         x = torch.cat([text, image], dim=1)
         keep = torch.cat([attention_mask.to(image_keep.dtype), image_keep], dim=1)
+        full = output_attentions or output_hidden_states or not self.pooled_only
         last, hidden, attentions = self.encoder(
             x,
             keep,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            first_only=1 if pooled_only else None,
+            first_only=None if full else 1,
         )
         return EncoderOutput(
             last_hidden_state=last,
@@ -132,224 +154,4 @@ class ViltModel(PreTrainedModel):
             text_length=input_ids.shape[1],
             patch_index=patch_index,
             grid_size=grid,
-        )
-
-
-class _ViltWithHead(PreTrainedModel):
-    """Shared plumbing of the task models: a ``vilt`` backbone and forward's keyword names."""
-
-    config_class = ViltConfig
-    base_model_prefix = "vilt"
-
-    def __init__(self, config: ViltConfig) -> None:
-        super().__init__(config)
-        self.vilt = ViltModel(config)
-
-
-class ViltForQuestionAnswering(_ViltWithHead):
-    """VQA: pooled state -> Linear(D, 2D), LayerNorm, GELU, Linear(2D, num_labels).
-
-    Multi-label: labels are soft scores (B, num_labels); the loss is BCE-with-logits scaled by
-    num_labels, as ViLT trains it.
-    """
-
-    head_prefixes = ("classifier.",)
-
-    def __init__(self, config: ViltConfig) -> None:
-        super().__init__(config)
-        d = config.hidden_size
-        self.classifier = mlp_classifier(d, 2 * d, config.num_labels)
-        self.post_init()
-
-    def forward(self, *, labels: torch.Tensor | None = None, **inputs: object) -> TaskOutput:
-        out = self.vilt(**inputs)
-        logits = self.classifier(out.pooler_output)
-        loss = None
-        if labels is not None:
-            if labels.shape != logits.shape:
-                raise ValueError(
-                    f"VQA labels must be soft scores of shape {tuple(logits.shape)} "
-                    f"(batch, num_labels), got {tuple(labels.shape)}"
-                )
-            loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-            loss = loss * labels.shape[1]
-        return TaskOutput(**out.to_dict(), loss=loss, logits=logits)
-
-
-def _itm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    labels = labels.view(-1).long()
-    if labels.shape[0] != logits.shape[0] or (labels.numel() and int(labels.max()) > 1):
-        raise ValueError(
-            f"ITM labels must be 0 (mismatch) or 1 (match), one per pair ({logits.shape[0]}), "
-            f"got shape {tuple(labels.shape)}"
-        )
-    return F.cross_entropy(logits, labels)
-
-
-class ViltForImageTextMatching(_ViltWithHead):
-    """ITM: a 2-way match/mismatch head on the pooled state; ``scores`` is the match log-odds."""
-
-    head_prefixes = ("itm_head.",)
-
-    def __init__(self, config: ViltConfig) -> None:
-        super().__init__(config)
-        self.itm_head = nn.Linear(config.hidden_size, 2)
-        self.post_init()
-
-    def forward(self, *, labels: torch.Tensor | None = None, **inputs: object) -> TaskOutput:
-        out = self.vilt(**inputs)
-        logits = self.itm_head(out.pooler_output)
-        loss = _itm_loss(logits, labels) if labels is not None else None
-        return TaskOutput(**out.to_dict(), loss=loss, logits=logits, scores=itm_scores(logits))
-
-
-def _refuse_pooled_only(inputs: dict, model: str) -> None:
-    if inputs.get("pooled_only"):
-        raise ValueError(f"{model} reads every text position; pooled_only does not apply")
-
-
-def _mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    if labels.shape != logits.shape[:2]:
-        raise ValueError(
-            f"MLM labels must have the shape of input_ids {tuple(logits.shape[:2])}, "
-            f"got {tuple(labels.shape)}"
-        )
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).long(), ignore_index=-100
-    )
-
-
-class ViltForMaskedLM(_ViltWithHead):
-    """MLM: dense, GELU, LayerNorm, then a decoder over the vocabulary (sharing the word
-    embeddings) on the text positions. Labels: token ids, -100 where nothing is predicted."""
-
-    head_prefixes = ("mlm_head.",)
-
-    def __init__(self, config: ViltConfig) -> None:
-        super().__init__(config)
-        self.mlm_head = MLMHead(config)
-        self.post_init()
-
-    def forward(self, *, labels: torch.Tensor | None = None, **inputs: object) -> TaskOutput:
-        _refuse_pooled_only(inputs, "ViltForMaskedLM")
-        out = self.vilt(**inputs)
-        text = out.last_hidden_state[:, : out.text_length]
-        logits = self.mlm_head(text, self.vilt.word_embeddings.weight)
-        loss = _mlm_loss(logits, labels) if labels is not None else None
-        return TaskOutput(**out.to_dict(), loss=loss, logits=logits)
-
-
-class ViltForPreTraining(_ViltWithHead):
-    """ITM + MLM in one pass. The MLM loss counts only matched pairs (a caption cannot be
-    recovered from the wrong image); the total loss is the sum of both."""
-
-    head_prefixes = ("itm_head.", "mlm_head.")
-
-    def __init__(self, config: ViltConfig) -> None:
-        super().__init__(config)
-        self.itm_head = nn.Linear(config.hidden_size, 2)
-        self.mlm_head = MLMHead(config)
-        self.post_init()
-
-    def forward(
-        self,
-        *,
-        itm_labels: torch.Tensor | None = None,
-        mlm_labels: torch.Tensor | None = None,
-        **inputs: object,
-    ) -> PreTrainingOutput:
-        _refuse_pooled_only(inputs, "ViltForPreTraining")
-        out = self.vilt(**inputs)
-        itm_logits = self.itm_head(out.pooler_output)
-        text = out.last_hidden_state[:, : out.text_length]
-        mlm_logits = self.mlm_head(text, self.vilt.word_embeddings.weight)
-        itm_loss = mlm_loss = None
-        if itm_labels is not None:
-            itm_loss = _itm_loss(itm_logits, itm_labels)
-        if mlm_labels is not None:
-            if itm_labels is not None:
-                matched = itm_labels.view(-1, 1).bool()
-                mlm_labels = mlm_labels.masked_fill(~matched, -100)
-            if bool((mlm_labels != -100).any()):
-                mlm_loss = _mlm_loss(mlm_logits, mlm_labels)
-            else:  # nothing to predict in this batch: a zero that keeps the graph connected
-                mlm_loss = mlm_logits.sum() * 0.0
-        losses = [x for x in (itm_loss, mlm_loss) if x is not None]
-        return PreTrainingOutput(
-            **out.to_dict(),
-            loss=sum(losses) if losses else None,
-            itm_loss=itm_loss,
-            mlm_loss=mlm_loss,
-            itm_logits=itm_logits,
-            mlm_logits=mlm_logits,
-            scores=itm_scores(itm_logits),
-        )
-
-
-class ViltForImagesAndTextClassification(_ViltWithHead):
-    """NLVR2: one text, several images. Each image is paired with the text (modality type
-    i + 1 for image i), all pairs run in one batched pass, and the pooled states are
-    concatenated into Linear(nD, nD), LayerNorm, GELU, Linear(nD, num_labels)."""
-
-    head_prefixes = ("classifier.",)
-
-    def __init__(self, config: ViltConfig) -> None:
-        if config.num_images < 1:
-            config = config.replace(
-                num_images=2, modality_type_vocab_size=max(3, config.modality_type_vocab_size)
-            )
-        super().__init__(config)
-        n = config.num_images * config.hidden_size
-        self.classifier = mlp_classifier(n, n, config.num_labels)
-        self.post_init()
-
-    def forward(
-        self,
-        *,
-        input_ids: torch.Tensor,
-        pixel_values: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        pixel_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        **options: object,
-    ) -> TaskOutput:
-        """pixel_values (B, num_images, C, H, W); pixel_mask (B, num_images, H, W)."""
-        n = self.config.num_images
-        if pixel_values.ndim != 5 or pixel_values.shape[1] != n:
-            raise ValueError(
-                f"pixel_values must have shape (batch, {n}, channels, height, width), "
-                f"got {tuple(pixel_values.shape)}"
-            )
-        b = pixel_values.shape[0]
-        # Image-major order: rows [i * B, (i + 1) * B) hold image i of every sample.
-        images = pixel_values.transpose(0, 1).reshape(n * b, *pixel_values.shape[2:])
-        masks = None
-        if pixel_mask is not None:
-            masks = pixel_mask.transpose(0, 1).reshape(n * b, *pixel_mask.shape[2:])
-        repeat = lambda t: None if t is None else t.repeat(n, 1)  # noqa: E731
-        types = torch.arange(1, n + 1, device=pixel_values.device).repeat_interleave(b)
-        out = self.vilt(
-            input_ids=repeat(input_ids),
-            attention_mask=repeat(attention_mask),
-            token_type_ids=repeat(token_type_ids),
-            pixel_values=images,
-            pixel_mask=masks,
-            image_token_type_idx=types,
-            **options,
-        )
-        pooled = out.pooler_output.view(n, b, -1).transpose(0, 1).reshape(b, -1)
-        logits = self.classifier(pooled)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits, labels.view(-1).long())
-        return TaskOutput(
-            pooler_output=pooled,
-            last_hidden_state=out.last_hidden_state,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-            attention_mask=out.attention_mask,
-            text_length=out.text_length,
-            loss=loss,
-            logits=logits,
         )

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_class_labels, input_checks_enabled
 from ..config import ViTConfig
 from .embeddings import ViTImageEmbeddings
 from .heads import Pooler
@@ -34,8 +35,16 @@ class ViTModel(PreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         interpolate_pos_encoding: bool = False,
-        **_: object,
     ) -> EncoderOutput:
+        """The token states of an image batch and the pooled class token.
+
+        Args:
+            pixel_values: (B, C, H, W) normalised images.
+            output_attentions: return each block's attention weights.
+            output_hidden_states: return the embeddings and each block's output.
+            interpolate_pos_encoding: resize the position grid (bicubic) to an image size the
+                model was not built for; without it such a size is an error.
+        """
         x = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
         last, hidden, attentions = self.encoder(
             x, None, output_attentions=output_attentions, output_hidden_states=output_hidden_states
@@ -76,8 +85,15 @@ class ViTForImageClassification(PreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         interpolate_pos_encoding: bool = False,
-        **_: object,
     ) -> TaskOutput:
+        """Class logits (B, num_labels); with ``labels``, the loss.
+
+        Args:
+            pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding:
+                as for :class:`ViTModel`.
+            labels: (B,) class ids (cross-entropy), (B, num_labels) float targets
+                (multi-label BCE), or (B,) values when num_labels is 1 (MSE).
+        """
         out = self.vit(
             pixel_values,
             output_attentions=output_attentions,
@@ -107,9 +123,6 @@ def classification_loss(
             f"labels must be class ids of shape ({logits.shape[0]},), got "
             f"{labels.dtype} of shape {tuple(labels.shape)}"
         )
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_labels):
-        raise ValueError(
-            f"labels must lie in [0, {num_labels}), got min {int(labels.min())}, "
-            f"max {int(labels.max())}"
-        )
+    if input_checks_enabled():
+        check_class_labels(labels, num_labels)
     return F.cross_entropy(logits, labels)

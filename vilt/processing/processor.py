@@ -78,6 +78,31 @@ class ViltProcessor:
             out.update(pixels)
         return out
 
+    def check_model(self, config: Any, source: str = "the model") -> None:
+        """Refuse a model whose tables this processor's output would overrun: token ids past
+        its word embeddings, or texts longer than its position table. The processor's ids
+        are then in range by construction, which is why a model's forward never checks them.
+
+        Args:
+            config: the model's ViltConfig (vocab_size, max_position_embeddings).
+            source: how to name the model in the message (a path, a preset).
+
+        Raises:
+            ValueError: naming both sizes.
+        """
+        size = self.tokenizer.vocab_size
+        if size > config.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {size} tokens but {source} embeds only "
+                f"{config.vocab_size}; use the model's own tokenizer (or a smaller vocabulary)"
+            )
+        if self.max_length > config.max_position_embeddings:
+            raise ValueError(
+                f"the processor keeps texts of up to {self.max_length} tokens but {source} has "
+                f"{config.max_position_embeddings} text positions; pass max_length="
+                f"{config.max_position_embeddings}"
+            )
+
     @classmethod
     def from_config(cls, config: Any, tokenizer: Tokenizer | Any, **image_options: Any):
         """A processor for a ViltConfig: image sizes from it (:meth:`ImageProcessor.from_config`)
