@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import vilt
-from vilt.modeling.pretrained import atomic_write
+from vilt.atomic import atomic_write
 
 VILT = vilt.ViltConfig.from_preset("vilt-test", num_labels=4)
 VIT = vilt.ViTConfig.from_preset("vit-test", num_labels=3)

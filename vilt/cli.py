@@ -8,7 +8,6 @@ wrappers over the library. Errors print one line; ``--debug`` shows the tracebac
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -231,6 +230,7 @@ def _read_pairs(path: str) -> tuple[list[str], list[str]]:
 
 
 def _run_embed(args) -> None:
+    from .atomic import atomic_write
     from .embedding import Embedder
 
     out = Path(args.out)
@@ -254,20 +254,15 @@ def _run_embed(args) -> None:
         raise ValueError(f"{source}: no image-text pairs in the file")
     embedder = Embedder.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
     vectors = embedder(images, texts).contiguous()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}{out.suffix}")
-    try:  # written beside, then renamed: a half-written file never takes the name
-        if out.suffix == ".npy":
-            import numpy as np
+    if out.suffix == ".npy":
+        import numpy as np
 
-            np.save(tmp, vectors.numpy())
-        else:
-            from safetensors.torch import save_file
+        atomic_write(out, lambda tmp: np.save(tmp, vectors.numpy()))
+    else:
+        from safetensors.torch import save_file
 
-            save_file({"embeddings": vectors}, str(tmp), metadata={"model": str(args.model)})
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+        metadata = {"model": str(args.model)}
+        atomic_write(out, lambda tmp: save_file({"embeddings": vectors}, tmp, metadata=metadata))
     print(f"wrote {tuple(vectors.shape)} embeddings to {out}")
 
 

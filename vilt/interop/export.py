@@ -13,12 +13,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from ..modeling.pretrained import (
-    CheckpointError,
-    CheckpointWarning,
-    PreTrainedModel,
-    atomic_write,
-)
+from ..atomic import atomic_write, write_text
+from ..modeling.pretrained import CheckpointError, CheckpointWarning, PreTrainedModel
 from .configs import config_to_transformers
 from .keymaps import VILT_TO_TRANSFORMERS, vilt_to_transformers
 from .reader import CONFIG_NAME, SAFETENSORS_NAME
@@ -59,4 +55,4 @@ def save_transformers(model: PreTrainedModel, path: Path) -> None:
         lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}),
     )
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-    atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, "utf-8"))
+    write_text(path / CONFIG_NAME, text)

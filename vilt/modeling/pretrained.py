@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..atomic import atomic_write
 from ..config import ViltConfig, ViTConfig
 from .embeddings import init_embedding_params
 
@@ -71,20 +71,6 @@ def register_checkpoint_reader(reader: Reader) -> Reader:
 def register_checkpoint_writer(name: str, writer: Writer) -> None:
     """Add a ``save_pretrained(path, format=name)`` writer."""
     CHECKPOINT_WRITERS[name] = writer
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename into place, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_vilt_checkpoint(path: str, model_cls: type | None = None) -> Checkpoint | None:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import atomic
+
 __all__ = [
     "HUB_TIMEOUT_S",
     "PREPROCESSOR_CONFIG",
@@ -54,12 +56,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` to ``path`` through a temporary file, so a crash leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write ``data`` to ``path`` atomically, so a crash leaves no half file."""
+    return atomic.write_json(path, data)
 
 
 def read_image_processor_dict(directory: Path) -> tuple[dict[str, Any], Path] | None:

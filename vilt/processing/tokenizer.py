@@ -20,6 +20,7 @@ import torch
 from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
+from ..atomic import atomic_write, write_text
 from .files import read_json, resolve_directory, write_json
 from .wordpiece import PREFIX, count_words, learn_vocab
 
@@ -293,13 +294,11 @@ class Tokenizer:
         clean = RustTokenizer.from_str(self.backend.to_str())
         clean.no_truncation()
         clean.no_padding()
-        tmp = out / "tokenizer.json.tmp"
-        clean.save(os.fspath(tmp))
-        os.replace(tmp, out / "tokenizer.json")
+        atomic_write(out / "tokenizer.json", clean.save)
         model = json.loads(clean.to_str())["model"]
         if model.get("type") == "WordPiece":
             tokens = sorted(model["vocab"].items(), key=lambda kv: kv[1])
-            (out / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in tokens), encoding="utf-8")
+            write_text(out / "vocab.txt", "".join(f"{t}\n" for t, _ in tokens))
         is_bert = model.get("type") == "WordPiece"
         write_json(
             out / "tokenizer_config.json",

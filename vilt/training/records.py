@@ -5,15 +5,16 @@ the records its data sets skipped."""
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .. import atomic
 from ..data.errors import describe_skips
 
 __all__ = ["MetricsLog", "data_skips", "write_json_atomic"]
@@ -65,12 +66,11 @@ class MetricsLog:
             handle.flush()
 
     def _rewrite(self) -> None:
-        def write(handle: Any) -> None:
-            writer = csv.DictWriter(handle, self.columns, restval="", extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(self.rows)
-
-        _atomic(self.path, write)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, self.columns, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic.write_text(self.path, buffer.getvalue())
 
 
 def _cell(value: Any) -> Any:
@@ -80,24 +80,9 @@ def _cell(value: Any) -> Any:
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
-    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
-    _atomic(Path(path), lambda handle: handle.write(text))
-
-
-def _atomic(path: Path, write: Callable[[Any], Any]) -> None:
-    """``write(handle)`` into a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``data`` as JSON to ``path`` atomically; values JSON has no type for are
+    written as their ``str``."""
+    atomic.write_json(path, data, default=str)
 
 
 def data_skips(accelerator: Any, **datasets: Any) -> dict[str, dict[str, int]]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import datasets
 
+from ...atomic import write_text
 from ..base import RecordDataset
 from ..errors import DataError, SkipCounter
 from ..hub import RowImage, find_column, open_hf, undecoded
@@ -254,10 +255,5 @@ def write_vqa_predictions(
     """The official results file: a JSON list of {"question_id", "answer"}."""
     if len(question_ids) != len(answers):
         raise ValueError(f"{len(question_ids)} question ids but {len(answers)} answers")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"question_id": q, "answer": a} for q, a in zip(question_ids, answers, strict=True)]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(rows), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, json.dumps(rows))
