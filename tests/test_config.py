@@ -5,7 +5,7 @@ import json
 import pytest
 
 import vilt
-from vilt.config import ConfigError
+from vilt.config import ConfigError, to_pair
 
 
 def test_defaults_match_public_checkpoints():
@@ -64,11 +64,20 @@ def test_changing_num_labels_drops_stale_label_names():
         ({"hidden_dropout_prob": 1.5}, "hidden_dropout_prob must be in [0, 1)"),
         ({"max_image_length": 0}, "max_image_length must be -1"),
         ({"modality_type_vocab_size": 1}, "modality_type_vocab_size must be >= 2"),
+        ({"image_size": (32, 32, 3)}, "image_size must be one size or"),
     ],
 )
 def test_validation_names_the_bad_field(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):
         vilt.ViltConfig.from_preset("vilt-test", **overrides)
+
+
+def test_to_pair_is_the_one_size_pair_helper():
+    """config, the image processors, the embeddings and the jobs all read sizes through it."""
+    assert to_pair(16) == (16, 16)
+    assert to_pair([24, 32]) == (24, 32) and to_pair((24.0, 32.0)) == (24, 32)
+    with pytest.raises(ValueError, match=r"one size or \(height, width\), got \(1, 2, 3\)"):
+        to_pair((1, 2, 3))
 
 
 def test_unknown_preset_lists_known_ones():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -30,10 +31,21 @@ class ConfigError(ValueError):
     """A configuration value that cannot build a model; the message names the field."""
 
 
-def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+def to_pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """(height, width) from one size (a square) or a pair of sizes.
+
+    Args:
+        value: an int, or a sequence of two ints (a tuple, or a list read from JSON).
+
+    Raises:
+        ValueError: for a sequence that is not two long.
+    """
     if isinstance(value, int):
         return (value, value)
-    return (int(value[0]), int(value[1]))
+    if len(value) != 2:
+        raise ValueError(f"expected one size or (height, width), got {value!r}")
+    h, w = value
+    return (int(h), int(w))
 
 
 @dataclass
@@ -91,11 +103,17 @@ class _BaseConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name}.{f} must be a positive integer, got {value!r}")
         for f in ("image_size", "patch_size"):
-            for v in _pair(getattr(self, f)):
+            try:
+                sizes = to_pair(getattr(self, f))
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"{name}.{f} must be one size or (height, width), got {getattr(self, f)!r}"
+                ) from None
+            for v in sizes:
                 if v <= 0:
                     raise ConfigError(f"{name}.{f} must be positive, got {getattr(self, f)!r}")
-        ih, iw = _pair(self.image_size)
-        ph, pw = _pair(self.patch_size)
+        ih, iw = to_pair(self.image_size)
+        ph, pw = to_pair(self.patch_size)
         if ph > ih or pw > iw:
             raise ConfigError(
                 f"{name}.patch_size {self.patch_size!r} is larger than image_size {self.image_size!r}"
@@ -129,8 +147,8 @@ class _BaseConfig:
     @property
     def patch_grid(self) -> tuple[int, int]:
         """Rows and columns of the learned position-embedding grid."""
-        ih, iw = _pair(self.image_size)
-        ph, pw = _pair(self.patch_size)
+        ih, iw = to_pair(self.image_size)
+        ph, pw = to_pair(self.patch_size)
         return ih // ph, iw // pw
 
     # -- serialisation ------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import _pair
+from .config import to_pair
 from .embedding import Embedder, ImageLike, check_images, check_texts
 
 __all__ = ["RetrievalResult", "rank_by_scores", "rerank", "retrieval_recall"]
@@ -99,7 +99,7 @@ def unimodal_similarity(
     text_side = Embedder(
         embedder.model, processor, batch_size=embedder.batch_size, progress=embedder.progress
     )
-    ph, pw = _pair(embedder.backbone.config.patch_size)
+    ph, pw = to_pair(embedder.backbone.config.patch_size)
     blank = np.full((ph, pw, 3), 128, np.uint8)
     texts_alone = text_side([blank] * len(texts), texts, batch_size=batch_size)
     images_alone = torch.nn.functional.normalize(images_alone, dim=-1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ACTIVATIONS, ViltConfig, ViTConfig, _pair
+from ..config import ACTIVATIONS, ViltConfig, ViTConfig, to_pair
 from ..modeling.pretrained import CheckpointError
 from .keymaps import TRANSFORMERS_TO_VILT, VILT_TO_TRANSFORMERS
 
@@ -96,7 +96,7 @@ def config_to_transformers(config: ViTConfig | ViltConfig, architecture: str) ->
         )
     if family == "vilt":
         for key in ("image_size", "patch_size"):
-            pair = _pair(getattr(config, key))
+            pair = to_pair(getattr(config, key))
             if pair[0] != pair[1]:
                 raise CheckpointError(
                     f"ViltConfig.{key}={pair!r} is not square; transformers' ViLT takes one "

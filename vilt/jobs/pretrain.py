@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from ..config import ViltConfig
+from ..config import ViltConfig, to_pair
 from ..data import PretrainingCollator, load_pairs
 from ..modeling import ViltForPreTraining
 from ..processing import ViltProcessor
@@ -95,11 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     init = models.read_init(args.init, ViltForPreTraining) if args.init else None
     base = ViltConfig.from_dict(init.config) if init else models.scratch_config(args)
     processor = models.resumed_processor(job.out, args.resume)
-    size = args.image_size or min(_pair(base.image_size))
+    size = args.image_size or min(to_pair(base.image_size))
     images = (
         processor.image_processor
         if processor
-        else models.image_processor(size, max(_pair(base.patch_size)))
+        else models.image_processor(size, max(to_pair(base.patch_size)))
     )
     transform = partial(images.preprocess_one, normalize=False)
     cache = _is_easy_vqa(args.data) and args.max_train_examples is None
@@ -143,10 +143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _is_easy_vqa(data: str | None) -> bool:
     return data is None or data.lower() in ("easy-vqa", "easy_vqa")
-
-
-def _pair(value: Any) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def _held_out(job: Job, processor: ViltProcessor) -> Any:

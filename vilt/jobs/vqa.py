@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from ..config import ViltConfig
+from ..config import ViltConfig, to_pair
 from ..data import AnswerVocab, VQACollator, vqa_accuracy
 from ..modeling import ViltForQuestionAnswering
 from ..processing import ViltProcessor
@@ -170,7 +170,8 @@ def _train(job: Job) -> int:
     processor = models.resumed_processor(job.out, args.resume)
     base = ViltConfig.from_dict(init.config) if init else models.scratch_config(args)
     if processor is None:
-        image_processor = models.image_processor(args.image_size or _size(base), _patch(base))
+        size = args.image_size or min(to_pair(base.image_size))
+        image_processor = models.image_processor(size, max(to_pair(base.patch_size)))
     else:
         image_processor = processor.image_processor
     transform = partial(image_processor.preprocess_one, normalize=False)
@@ -259,16 +260,6 @@ def _init_vocab(init: Any) -> AnswerVocab | None:
         return None
     id2label = init.config.get("id2label")
     return AnswerVocab.from_id2label(id2label) if id2label else None
-
-
-def _size(config: ViltConfig) -> int:
-    size = config.image_size
-    return min(size) if isinstance(size, tuple) else size
-
-
-def _patch(config: ViltConfig) -> int:
-    patch = config.patch_size
-    return max(patch) if isinstance(patch, tuple) else patch
 
 
 def _finish_outputs(

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_patch_coverage, check_token_ids, input_checks_enabled
-from ..config import ViltConfig, ViTConfig, _pair
+from ..config import ViltConfig, ViTConfig, to_pair
 from .layers import trunc_normal_
 
 
@@ -58,7 +58,7 @@ class ViTImageEmbeddings(nn.Module):
         d = config.hidden_size
         self.grid = config.patch_grid
         self.patch_embeddings = PatchEmbedding(
-            patch_size=_pair(config.patch_size), in_chans=config.num_channels, dim=d
+            patch_size=to_pair(config.patch_size), in_chans=config.num_channels, dim=d
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.position_embeddings = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1] + 1, d))
@@ -119,7 +119,7 @@ class ViltImageEmbeddings(nn.Module):
         self.grid = config.patch_grid
         self.max_image_length = config.max_image_length
         self.patch_embeddings = PatchEmbedding(
-            patch_size=_pair(config.patch_size), in_chans=config.num_channels, dim=d
+            patch_size=to_pair(config.patch_size), in_chans=config.num_channels, dim=d
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.position_embeddings = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1] + 1, d))

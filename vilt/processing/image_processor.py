@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from ..config import to_pair
 from .image_base import BaseImageProcessor
 
 __all__ = ["ImageProcessor", "ViTImageProcessor"]
@@ -15,13 +16,6 @@ __all__ = ["ImageProcessor", "ViTImageProcessor"]
 _HALF = (0.5, 0.5, 0.5)
 # transformers keeps ViLT's longer side at most 1333/800 of the shorter (COCO's detection sizes)
 DEFAULT_MAX_SIZE_RATIO = 1333 / 800
-
-
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    h, w = value
-    return int(h), int(w)
 
 
 def _common_fields(data: dict[str, Any]) -> dict[str, Any]:
@@ -125,8 +119,8 @@ class ImageProcessor(BaseImageProcessor):
         ``size_divisor`` its patch size (384 and 32 for ViLT-B/32, as transformers)."""
         image = config.image_size
         patch = config.patch_size
-        size = min(_pair(image))
-        divisor = max(_pair(patch))
+        size = min(to_pair(image))
+        divisor = max(to_pair(patch))
         return cls(**{"size": size, "size_divisor": divisor, **overrides})
 
     def _own_fields(self) -> dict[str, Any]:
@@ -193,7 +187,7 @@ class ViTImageProcessor(BaseImageProcessor):
             jpeg_draft=jpeg_draft,
             num_threads=num_threads,
         )
-        self.height, self.width = _pair(size)
+        self.height, self.width = to_pair(size)
         if self.height < 1 or self.width < 1:
             raise ValueError(f"size must be positive, got {size!r}")
 
@@ -208,7 +202,7 @@ class ViTImageProcessor(BaseImageProcessor):
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> ViTImageProcessor:
         """The processor for a ViT model config: ``size`` its ``image_size``."""
-        return cls(**{"size": _pair(config.image_size), **overrides})
+        return cls(**{"size": to_pair(config.image_size), **overrides})
 
     def _own_fields(self) -> dict[str, Any]:
         return {"size": {"height": self.height, "width": self.width}}
