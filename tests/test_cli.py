@@ -79,7 +79,7 @@ def test_predict_with_test_time_views_averages_the_logits_of_each_view(capsys, c
     """--tta-flip / --tta-shift answer from the logits averaged over the image, its mirror
     image and the image moved each way, as the VQA recipe scores easy-VQA."""
     from vilt.data.images import load_image
-    from vilt.training.views import mirror, shift_image
+    from vilt.processing.views import mirror, shift_image
 
     image, path = ckpts["images"][0], ckpts["vqa"]
     model = vilt.ViltForQuestionAnswering.from_pretrained(path).eval()

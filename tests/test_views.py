@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 import vilt
-from vilt.training.views import AveragedViews, mirror, shift_image, test_time_views
+from vilt.processing.views import AveragedViews, mirror, shift_image
+from vilt.processing.views import test_time_views as time_views
 
 
 def test_shift_moves_the_content_and_repeats_the_border():
@@ -25,16 +29,16 @@ def test_shift_moves_the_content_and_repeats_the_border():
 
 def test_views_are_the_mirror_and_four_shifts():
     image = torch.rand(3, 6, 6)
-    assert test_time_views() == []
-    assert test_time_views(flip=True) == [mirror]
-    views = test_time_views(flip=True, shift=2)
+    assert time_views() == []
+    assert time_views(flip=True) == [mirror]
+    views = time_views(flip=True, shift=2)
     assert len(views) == 5 and torch.equal(views[0](image), image.flip(-1))
     moved = [v(image) for v in views[1:]]
     assert torch.equal(moved[0], shift_image(image, -2, 0))
     assert torch.equal(moved[3], shift_image(image, 0, 2))
     assert len({tuple(m.flatten().tolist()) for m in moved}) == 4
     with pytest.raises(ValueError, match="test-time shift must be >= 0 pixels, got -1"):
-        test_time_views(shift=-1)
+        time_views(shift=-1)
 
 
 def test_averaged_logits_are_the_mean_of_each_views_logits():
@@ -49,7 +53,7 @@ def test_averaged_logits_are_the_mean_of_each_views_logits():
         "pixel_mask": torch.ones(3, 32, 32, dtype=torch.long),
     }
     labels = torch.zeros(3, 5)
-    views = test_time_views(flip=True, shift=2)
+    views = time_views(flip=True, shift=2)
     with torch.no_grad():
         plain = model(**inputs, labels=labels)
         out = AveragedViews(model, views)(**inputs, labels=labels)
@@ -70,3 +74,14 @@ def test_averaged_logits_are_the_mean_of_each_views_logits():
     # no views, or no image: the model's output as it is
     with torch.no_grad():
         assert torch.equal(AveragedViews(model, [])(**inputs).logits, plain.logits)
+
+
+def test_views_are_inference_code_that_loads_no_training_stack():
+    """vilt.predict uses the views at import: importing vilt must not pull in accelerate."""
+    code = (
+        "import sys, vilt, vilt.processing.views; "
+        "from vilt.processing import AveragedViews, test_time_views; "
+        "print('accelerate' in sys.modules, 'vilt.training' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

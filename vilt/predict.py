@@ -14,6 +14,7 @@ import torch
 from .embedding import vilt_backbone
 from .modeling import PreTrainedModel, ViltForQuestionAnswering, load_model
 from .modeling.vit import ViTForImageClassification, ViTModel
+from .processing.views import AveragedViews, test_time_views
 
 __all__ = ["answer_question", "attention_map"]
 
@@ -60,9 +61,6 @@ def answer_question(
         raise TypeError(f"question must be a string, got {type(question).__name__}")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    # imported here, not with vilt: vilt.training loads accelerate
-    from .training.views import AveragedViews, test_time_views
-
     views = test_time_views(flip=tta_flip, shift=tta_shift)
     path = model if isinstance(model, str | os.PathLike) else None
     if path is not None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..training.views import shift_image
+from ..processing.views import shift_image
 
 __all__ = ["HorizontalFlip", "RandomShift"]
 

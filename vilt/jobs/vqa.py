@@ -19,8 +19,8 @@ from ..config import ViltConfig, to_pair
 from ..data import AnswerVocab, VQACollator, vqa_accuracy
 from ..modeling import ViltForQuestionAnswering
 from ..processing import ViltProcessor
+from ..processing.views import test_time_views
 from ..training import Trainer, set_seed
-from ..training.views import test_time_views
 from . import models
 from .augment import HorizontalFlip, RandomShift
 from .common import Job, job_parser, parse_job_args, percent

@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..data import load_image, write_vqa_predictions
+from ..processing.views import AveragedViews, ImageView
 from ..training import TrainingConfig, make_loader, split_batch
-from ..training.views import AveragedViews, ImageView
 from ..viz import patch_heatmaps, save_attention_figure
 from .common import WithIndex
 

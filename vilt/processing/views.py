@@ -3,8 +3,7 @@
 A small model trained from scratch on few images answers a question about a shape a little
 differently when the shape sits a few pixels over or is mirrored; averaging the logits of
 such views (the image itself, mirrored, shifted by a few pixels each way) cancels part of
-that noise. On easy-VQA the averaged answer is right more often than any single view's
-(README Results).
+that noise. Inference, not training: prediction code and evaluation both use it.
 
 Views act on the last two dimensions (H, W) of ``pixel_values`` and of ``pixel_mask`` alike,
 so they serve ViT and ViLT, one image or several per sample. Shifts repeat the border pixels
