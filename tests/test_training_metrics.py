@@ -86,7 +86,43 @@ def test_metrics_for_each_model_class():
     cfg = vilt.ViltConfig.from_preset("vilt-test")
     assert set(metrics_for(vilt.ViltForPreTraining(cfg))) == {"itm_accuracy", "mlm_accuracy"}
     assert set(metrics_for(vilt.ViltForQuestionAnswering(cfg))) == {"vqa_accuracy"}
+    assert set(metrics_for(vilt.ViltForImageTextMatching(cfg))) == {"itm_accuracy"}
+    assert set(metrics_for(vilt.ViltForMaskedLM(cfg))) == {"mlm_accuracy"}
+    assert metrics_for(vilt.ViltModel(cfg)) == {}  # a backbone: the loss alone
     assert metrics_for(nn.Linear(2, 2)) == {}
+
+
+def test_metrics_follow_the_declared_task_not_the_class_name(monkeypatch):
+    """A model of any class name gets its task's metrics; a new task registers its own."""
+    from vilt.training import metrics as metrics_module
+
+    class MyClassifier(vilt.ViTForImageClassification):  # a subclass: another class name
+        pass
+
+    class Captioner(nn.Module):
+        task = "captioning"
+        config = None
+
+    vit = vilt.ViTConfig.from_preset("vit-test", num_labels=3)
+    assert set(metrics_for(MyClassifier(vit))) == {"accuracy"}
+    assert metrics_for(Captioner()) == {}
+    monkeypatch.setitem(metrics_module.TASK_METRICS, "captioning", lambda c: {"acc": accuracy})
+    assert metrics_for(Captioner()) == {"acc": accuracy}
+    metrics_module.register_task_metrics("captioning", lambda c: {"top": accuracy})
+    assert set(metrics_for(Captioner())) == {"top"}
+
+
+def test_metrics_for_reads_through_distributed_and_compile_wrappers():
+    """accelerate wraps the model (DDP's .module) before an --eval-only job picks metrics."""
+    model = vilt.ViltForQuestionAnswering(vilt.ViltConfig.from_preset("vilt-test"))
+
+    class Wrapper(nn.Module):
+        def __init__(self, inner, attribute):
+            super().__init__()
+            setattr(self, attribute, inner)
+
+    assert set(metrics_for(Wrapper(model, "module"))) == {"vqa_accuracy"}
+    assert set(metrics_for(Wrapper(Wrapper(model, "_orig_mod"), "module"))) == {"vqa_accuracy"}
 
 
 def test_split_batch_takes_meta_out():

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -119,6 +119,8 @@ class PreTrainedModel(nn.Module):
     base_model_prefix: str = ""
     # Parameter-name prefixes of task heads: these train at the head learning-rate multiplier.
     head_prefixes: tuple[str, ...] = ()
+    # What the model is trained for ("vqa", ...; "" for the backbones): picks its metrics.
+    task: ClassVar[str] = ""
 
     def __init__(self, config: ViTConfig | ViltConfig) -> None:
         super().__init__()

@@ -68,6 +68,8 @@ class ViltForQuestionAnswering(_ViltWithHead):
         config: the model's sizes; ``num_labels`` answers, ``id2label`` their names.
     """
 
+    task = "vqa"
+
     head_prefixes = ("classifier.",)
 
     def __init__(self, config: ViltConfig) -> None:
@@ -131,6 +133,8 @@ class ViltForImageTextMatching(_ViltWithHead):
         config: the model's sizes.
     """
 
+    task = "image-text-matching"
+
     head_prefixes = ("itm_head.",)
 
     def __init__(self, config: ViltConfig) -> None:
@@ -190,6 +194,8 @@ class ViltForMaskedLM(_ViltWithHead):
         config: the model's sizes.
     """
 
+    task = "masked-lm"
+
     head_prefixes = ("mlm_head.",)
     reads_every_token = True
 
@@ -234,6 +240,8 @@ class ViltForPreTraining(_ViltWithHead):
     Args:
         config: the model's sizes.
     """
+
+    task = "pretraining"
 
     head_prefixes = ("itm_head.", "mlm_head.")
     reads_every_token = True
@@ -301,6 +309,8 @@ class ViltForImagesAndTextClassification(_ViltWithHead):
     Args:
         config: the model's sizes; ``num_images`` images per text (2 when unset).
     """
+
+    task = "images-and-text-classification"
 
     head_prefixes = ("classifier.",)
 

@@ -64,6 +64,8 @@ class ViTModel(PreTrainedModel):
 class ViTForImageClassification(PreTrainedModel):
     """ViT with a linear head on the class token (or the mean patch token, config.pooling)."""
 
+    task = "image-classification"
+
     config_class = ViTConfig
     base_model_prefix = "vit"
     head_prefixes = ("classifier.",)

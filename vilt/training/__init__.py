@@ -35,6 +35,7 @@ from .metrics import (
     itm_accuracy,
     metrics_for,
     mlm_accuracy,
+    register_task_metrics,
     top_k_accuracy,
     vqa_accuracy,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "metrics_for",
     "mlm_accuracy",
     "param_groups",
+    "register_task_metrics",
     "save_checkpoint",
     "set_seed",
     "split_batch",

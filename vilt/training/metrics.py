@@ -8,8 +8,8 @@ sample; MLM accuracy counts masked tokens (value = correct tokens, weight = mask
 
 ``output`` is the model's output, ``batch`` the model inputs (labels included) and ``meta``
 the values the collator put aside (``batch["meta"]`` and ``meta_*`` keys; a dict, possibly
-empty). Pass metrics to the Trainer as a dict name -> callable, or take
-:func:`metrics_for` a model.
+empty). Pass metrics to the Trainer as a dict name -> callable, or let :func:`metrics_for`
+choose them by the task the model's class declares (``task = "vqa"``, ...).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "itm_accuracy",
     "metrics_for",
     "mlm_accuracy",
+    "register_task_metrics",
     "top_k_accuracy",
     "vqa_accuracy",
 ]
@@ -119,25 +120,49 @@ def vqa_accuracy(id2label: Mapping[int | str, str] | Sequence[str] | None = None
     return metric
 
 
+def _classification(config: Any) -> dict[str, Metric]:
+    out: dict[str, Metric] = {"accuracy": accuracy}
+    if getattr(config, "num_labels", 0) > 5:
+        out["top5_accuracy"] = top_k_accuracy(5)
+    return out
+
+
+# task (a model class's ``task``) -> the metrics for a model of that config
+TASK_METRICS: dict[str, Callable[[Any], dict[str, Metric]]] = {
+    "image-classification": _classification,
+    "images-and-text-classification": _classification,
+    "vqa": lambda config: {"vqa_accuracy": vqa_accuracy(getattr(config, "id2label", None))},
+    "image-text-matching": lambda config: {"itm_accuracy": itm_accuracy},
+    "masked-lm": lambda config: {"mlm_accuracy": mlm_accuracy},
+    "pretraining": lambda config: {"itm_accuracy": itm_accuracy, "mlm_accuracy": mlm_accuracy},
+}
+
+
+def register_task_metrics(task: str, make: Callable[[Any], dict[str, Metric]]) -> None:
+    """Say which metrics a model whose class declares ``task = task`` is evaluated with.
+
+    Args:
+        task: the name a model class gives in its ``task`` class attribute.
+        make: ``make(model.config)`` returns the metrics, name -> :data:`Metric`.
+    """
+    TASK_METRICS[task] = make
+
+
 def metrics_for(model: Any) -> dict[str, Metric]:
-    """The task metrics of a vilt model, by class (an unknown class gets none; the evaluation
-    loop always reports the loss)."""
-    name = type(model).__name__
-    config = getattr(model, "config", None)
-    if name in ("ViTForImageClassification", "ViltForImagesAndTextClassification"):
-        out: dict[str, Metric] = {"accuracy": accuracy}
-        if getattr(config, "num_labels", 0) > 5:
-            out["top5_accuracy"] = top_k_accuracy(5)
-        return out
-    if name == "ViltForQuestionAnswering":
-        return {"vqa_accuracy": vqa_accuracy(getattr(config, "id2label", None))}
-    if name == "ViltForImageTextMatching":
-        return {"itm_accuracy": itm_accuracy}
-    if name == "ViltForMaskedLM":
-        return {"mlm_accuracy": mlm_accuracy}
-    if name == "ViltForPreTraining":
-        return {"itm_accuracy": itm_accuracy, "mlm_accuracy": mlm_accuracy}
-    return {}
+    """The metrics of the task a model declares (its class's ``task``; see
+    :data:`TASK_METRICS` and :func:`register_task_metrics`). A model without a registered
+    task gets none: the evaluation loop always reports the loss. Wrapped models (DDP's
+    ``module``, ``torch.compile``'s ``_orig_mod``) are read through.
+
+    Args:
+        model: a vilt model, possibly wrapped for distributed training or compiled.
+    """
+    for attribute in ("module", "_orig_mod"):
+        inner = getattr(model, attribute, None)
+        if isinstance(inner, torch.nn.Module):
+            return metrics_for(inner)
+    make = TASK_METRICS.get(getattr(type(model), "task", ""))
+    return {} if make is None else make(getattr(model, "config", None))
 
 
 def loss_rows(output: Any, batch_size: int) -> dict[str, torch.Tensor]:
