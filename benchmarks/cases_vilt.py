@@ -9,6 +9,7 @@ Each case first runs both implementations on the same inputs and compares their 
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -30,13 +31,9 @@ ATOL = 1e-4  # fp32 logits of a 12-layer model on different kernels (SDPA vs bmm
 
 
 def small_preset() -> str:
-    """The preset recipes/vqa.py trains by default (vilt.jobs.vqa.DEFAULT_PRESET when the
-    recipes define it; vilt-small until then)."""
-    try:
-        from vilt.jobs.vqa import DEFAULT_PRESET
-    except ImportError:
-        return "vilt-small"
-    return DEFAULT_PRESET
+    """The model preset recipes/vqa.py trains by default: its recipe preset's."""
+    preset = Path(__file__).resolve().parents[1] / "recipes" / "presets" / "easy-vqa.json"
+    return json.loads(preset.read_text(encoding="utf-8"))["flags"]["preset"]
 
 
 def _logit_check(ours: torch.Tensor, ref: torch.Tensor, atol: float) -> dict:

@@ -2,6 +2,9 @@
 
 python recipes/train_vit.py                        # defaults: see --help
 torchrun --nproc_per_node 2 recipes/train_vit.py   # or accelerate launch, unchanged
+
+On the digits (the default data) the recipe preset presets/digits.json supplies the
+defaults; any flag overrides its value, --recipe-preset none drops it.
 """
 
 import sys
@@ -11,5 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout witho
 
 from vilt.cli import main
 
+PRESET = Path(__file__).resolve().parent / "presets" / "digits.json"
+
+
+def command(argv: list[str]) -> list[str]:
+    """The vilt command line this script runs for its own arguments."""
+    return ["train-vit", "--default-recipe-preset", str(PRESET), *argv]
+
+
 if __name__ == "__main__":
-    sys.exit(main(["train-vit", *sys.argv[1:]]))
+    sys.exit(main(command(sys.argv[1:])))

@@ -9,12 +9,21 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-# A handful of examples, a tiny preset, a few steps: every output, in seconds.
-TINY_VQA = ["--preset", "vilt-test", "--max-train-examples", "48", "--max-eval-examples", "24"]
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+# the recipe presets that recipes/vqa.py, train_vit.py and pretrain.py apply
+EASY_VQA = ["--recipe-preset", str(RECIPES / "presets" / "easy-vqa.json")]
+DIGITS = ["--recipe-preset", str(RECIPES / "presets" / "digits.json")]
+EASY_VQA_PRETRAIN = ["--recipe-preset", str(RECIPES / "presets" / "easy-vqa-pretrain.json")]
+
+# A handful of examples, a tiny preset, a few steps: every output, in seconds. The VQA runs
+# (and the others) use their recipe's preset, the model overridden.
+TINY_VQA = [*EASY_VQA, "--preset", "vilt-test", "--max-train-examples", "48"]
+TINY_VQA += ["--max-eval-examples", "24"]
 TINY_VQA += ["--batch-size", "8", "--eval-batch-size", "16", "--examples", "2"]
-TINY_VIT = ["--preset", "vit-test", "--max-train-examples", "64", "--max-eval-examples", "40"]
+TINY_VIT = [*DIGITS, "--preset", "vit-test", "--max-train-examples", "64"]
+TINY_VIT += ["--max-eval-examples", "40"]
 TINY_VIT += ["--batch-size", "16"]
-TINY_PRETRAIN = ["--preset", "vilt-test", "--max-train-examples", "48"]
+TINY_PRETRAIN = [*EASY_VQA_PRETRAIN, "--preset", "vilt-test", "--max-train-examples", "48"]
 TINY_PRETRAIN += ["--max-eval-examples", "24", "--batch-size", "8"]
 
 

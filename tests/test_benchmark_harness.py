@@ -53,7 +53,7 @@ def test_training_batch_reads_images_at_the_recipe_size():
 
     import vilt
 
-    config = vilt.ViltConfig.from_preset("vilt-easy-vqa", num_labels=13)
+    config = vilt.ViltConfig.from_preset("vilt-small-h16", num_labels=13)
     batch = training_batch(config, 2, image_size=56)
     assert tuple(batch["pixel_values"].shape) == (2, 3, 56, 56)
 

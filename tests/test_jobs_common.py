@@ -55,13 +55,9 @@ def test_a_failure_after_parsing_is_one_line_through_the_cli(tmp_path, capsys):
     assert code == 1 and len(err) == 1 and str(missing) in err[0], err
 
 
-def test_default_presets_exist_and_name_the_recipes_models():
-    small = get_preset(vqa.DEFAULT_PRESET)
-    # easy-VQA's 64x64 images resized to 48x48: 36 patches of 8 px, a step 2x faster than at 64
-    assert (small.image_size, small.patch_size) == (48, 8) and small.model_type == "vilt"
-    # 16 heads of 8 dims: with 4 of 32 the VQA recipe never learned shape yes/no questions
-    assert (small.num_attention_heads, small.head_dim) == (16, 8)
-    assert get_preset(train_vit.DEFAULT_PRESET).image_size == 16  # the 8x8 digits, upsampled
+def test_the_jobs_default_model_presets_exist_in_their_family():
+    assert get_preset(vqa.DEFAULT_PRESET).model_type == "vilt"
+    assert get_preset(train_vit.DEFAULT_PRESET).model_type == "vit"
     assert pretrain.build_parser().get_default("preset") == vqa.DEFAULT_PRESET
 
 

@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from jobs_helpers import TINY_VQA, assert_run_outputs, results, rows, same_weights, weights
+from jobs_helpers import (
+    EASY_VQA,
+    TINY_VQA,
+    assert_run_outputs,
+    results,
+    rows,
+    same_weights,
+    weights,
+)
 from PIL import Image
 
 import vilt
@@ -37,6 +45,10 @@ def test_writes_every_output_and_predictions_match_the_accuracy(trained, capsys)
     # the trainer's evaluation scores the plain images; the headline, the test-time views
     assert found["single_view_accuracy"] == found["metrics"]["eval_vqa_accuracy"]
     assert found["metrics"]["eval_samples"] == 24 and found["data"] == "easy-vqa"
+    # the recipe preset it ran with, and the flag the command line set to another value
+    assert found["recipe_preset"]["name"] == "easy-vqa"
+    assert found["recipe_preset"]["flags"]["tta-shift"] == 2
+    assert found["recipe_preset"]["overridden"] == {"preset": "vilt-test"}
     assert [r["step"] for r in rows(trained) if r.get("eval_vqa_accuracy")] == ["2", "3"]
     # the official results format, one entry per evaluated question, scoring as reported
     predictions = json.loads((trained / "predictions.json").read_text())
@@ -61,10 +73,18 @@ def test_writes_every_output_and_predictions_match_the_accuracy(trained, capsys)
 def test_prints_the_accuracy_at_the_end(tmp_path, capsys):
     out = tmp_path / "run"
     vqa.main([*TINY_VQA, "--max-steps", "1", "--examples", "0", "--output-dir", str(out)])
-    last = capsys.readouterr().out.strip().splitlines()[-3:]
+    printed = capsys.readouterr().out.strip().splitlines()
+    # first the recipe preset, its values and the overrides, as command-line flags
+    assert printed[0].startswith("recipe preset easy-vqa (") and "easy-vqa.json): " in printed[0]
+    assert printed[1].split() == [
+        "--preset", "vilt-small-h16", "--epochs", "6", "--hflip", "0.5", "--shift", "2",
+        "--tta-flip", "--tta-shift", "2", "--balance-answers", "0.5", "--cache-images",
+    ]  # fmt: skip
+    assert printed[2] == "  overridden: --preset vilt-test"
+    last = printed[-3:]
     found = results(out)
     accuracy, single = found["accuracy"], found["single_view_accuracy"]
-    # easy-VQA's default: the image, mirrored, and moved 2 px four ways (test-time views)
+    # the preset's views: the image, mirrored, and moved 2 px four ways
     assert last[0] == (
         f"easy-VQA test accuracy: {100 * accuracy:.2f}% (24 questions; "
         f"answer logits averaged over 6 views of each image, the image alone: {100 * single:.2f}%)"
@@ -81,6 +101,8 @@ def test_test_time_views_can_be_turned_off_and_score_the_plain_image(trained, tm
     headline = capsys.readouterr().out.strip().splitlines()[-3]
     found = results(plain)
     assert headline.endswith("(24 questions)") and found["test_time_views"]["shift"] == 0
+    overridden = found["recipe_preset"]["overridden"]
+    assert overridden == {"preset": "vilt-test", "tta-flip": False, "tta-shift": 0}
     assert found["accuracy"] == found["single_view_accuracy"]
     # the plain accuracy is the model's own argmax over the plain images
     model = vilt.ViltForQuestionAnswering.from_pretrained(trained).eval()
@@ -116,7 +138,7 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
 def test_eval_only_scores_a_saved_model_as_training_did(trained, tmp_path):
     out = tmp_path / "eval"
     args = ["--eval-only", "--init", str(trained), "--max-eval-examples", "24", "--examples", "1"]
-    assert vqa.main([*args, "--output-dir", str(out)]) == 0
+    assert vqa.main([*EASY_VQA, *args, "--output-dir", str(out)]) == 0
     found = results(out)
     assert found["eval_only"] and found["steps"] == 0
     assert found["accuracy"] == pytest.approx(results(trained)["accuracy"])
@@ -199,6 +221,11 @@ def test_vqav2_layout_scores_vqa_accuracy_and_predicts_test_splits(tmp_path):
               "--max-steps", "2", "--batch-size", "8", "--examples", "1", "--output-dir", str(out)])  # fmt: skip
     found = results(out)
     assert found["eval_split"] == "val" and found["metrics"]["eval_samples"] == 12
+    # no recipe preset: the generic defaults, no test-time views
+    assert found["recipe_preset"] is None and found["test_time_views"] == {
+        "flip": False,
+        "shift": 0,
+    }
     assert found["config"]["extra"]["data"] == str(root)
     predictions = json.loads((out / "predictions.json").read_text())
     val = json.loads((root / "v2_mscoco_val2014_annotations.json").read_text())["annotations"]
@@ -304,6 +331,6 @@ def test_example_images_name_the_answer_of_the_test_time_views(trained, tmp_path
     monkeypatch.setattr(vqa, "save_examples", lambda *a, views=(), **k: passed.append(views) or [])
     for flags, count in (([], 5), (["--no-tta-flip", "--tta-shift", "0"], 0)):
         out = tmp_path / f"eval-{count}"
-        args = ["--eval-only", "--init", str(trained), "--max-eval-examples", "8"]
+        args = [*EASY_VQA, "--eval-only", "--init", str(trained), "--max-eval-examples", "8"]
         assert vqa.main([*args, *flags, "--output-dir", str(out)]) == 0
         assert len(passed.pop()) == count

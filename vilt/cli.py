@@ -85,8 +85,8 @@ def _add_predict(sub) -> None:
     p.add_argument(
         "--tta-flip",
         action="store_true",
-        help="average the answer logits with those of the mirrored image (as the VQA recipe "
-        "scores easy-VQA)",
+        help="average the answer logits with those of the mirrored image (test-time views, as "
+        "vilt vqa --tta-flip scores)",
     )
     p.add_argument(
         "--tta-shift",

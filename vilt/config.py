@@ -289,7 +289,7 @@ class ViltConfig(_BaseConfig):
             )
 
 
-# a small ViLT for 64x64 images as 64 patches: vilt-small, and (with more heads, 48x48) vilt-easy-vqa
+# a small ViLT for 64x64 images as 64 patches: vilt-small, and (16 heads, 48x48) vilt-small-h16
 _VILT_SMALL: dict[str, Any] = dict(
     hidden_size=128,
     num_hidden_layers=4,
@@ -330,8 +330,8 @@ PRESETS: dict[str, tuple[type[_BaseConfig], dict[str, Any]]] = {
             layer_norm_eps=1e-6,
         ),
     ),
-    # the ViT recipe's default: scikit-learn's 8x8 digits as 16 patches of 2x2
-    "vit-digits": (
+    # 16x16 images as 16 patches of 4x4, mean-pooled: small images (the digits recipe's)
+    "vit-nano": (
         ViTConfig,
         dict(
             hidden_size=64,
@@ -358,12 +358,8 @@ PRESETS: dict[str, tuple[type[_BaseConfig], dict[str, Any]]] = {
     # ViLT
     "vilt-b32": (ViltConfig, dict()),
     "vilt-small": (ViltConfig, _VILT_SMALL),
-    # the VQA recipe's default: easy-VQA's 64x64 images resized to 48x48, 36 patches (attention
-    # over 48 tokens rather than 76: the step 2x faster, and more accurate in the recipe than
-    # 56 or 64 px); trained from scratch; 16 heads of 8 dims rather than 4 of 32 (same weights):
-    # with more heads it learns to match a question's shape word to the image's shape (README
-    # Results)
-    "vilt-easy-vqa": (ViltConfig, {**_VILT_SMALL, "num_attention_heads": 16, "image_size": 48}),
+    # vilt-small with 16 heads of 8 dims (the same weights as 4 of 32) at 48x48: 36 patches
+    "vilt-small-h16": (ViltConfig, {**_VILT_SMALL, "num_attention_heads": 16, "image_size": 48}),
     "vilt-test": (
         ViltConfig,
         dict(

@@ -56,7 +56,7 @@ def answer_question(
     ``model``: a VQA checkpoint path (its processor loads with it) or a loaded
     ViltForQuestionAnswering with its ``processor``. ``tta_flip`` / ``tta_shift``: answer from
     the logits averaged over test-time views of the image (its mirror image; the image moved
-    ``tta_shift`` pixels each way), as the VQA recipe scores easy-VQA."""
+    ``tta_shift`` pixels each way), as ``vilt vqa --tta-flip --tta-shift`` scores."""
     if not isinstance(question, str):
         raise TypeError(f"question must be a string, got {type(question).__name__}")
     if top_k < 1:

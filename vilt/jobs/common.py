@@ -2,12 +2,18 @@
 process), evaluation without training, and what it leaves behind (results.json, curves,
 the printed summary).
 
-Flags: ``--data``, ``--preset``, ``--image-size``, ``--patch-size``, ``--init``,
-``--eval-only``, ``--max-train-examples``, ``--max-eval-examples``, plus one flag per
-:class:`TrainingConfig` field (``--epochs``, ``--max-steps``, ``--batch-size``, ``--lr``,
-``--seed``, ``--output-dir``, ``--resume``, ``--mixed-precision``, ``--num-workers``, ...).
-A value that cannot work (an unknown preset, a negative count) stops the job with one
-``error:`` line from argparse, before any data is read.
+Flags: ``--recipe-preset``, ``--data``, ``--cache-images``, ``--preset``, ``--image-size``,
+``--patch-size``, ``--init``, ``--eval-only``, ``--max-train-examples``,
+``--max-eval-examples``, plus one flag per :class:`TrainingConfig` field (``--epochs``,
+``--max-steps``, ``--batch-size``, ``--lr``, ``--seed``, ``--output-dir``, ``--resume``,
+``--mixed-precision``, ``--num-workers``, ...). A value that cannot work (an unknown preset,
+a negative count) stops the job with one ``error:`` line from argparse, before any data is
+read.
+
+The job's own defaults are generic: no augmentation, no test-time views, no caching. What
+one data set needs comes from a recipe preset (:mod:`vilt.jobs.presets`), whose values
+become the defaults that the flags given override one by one; the job prints it at its start
+and records it in results.json.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from ..config import PRESETS, ConfigError, get_preset
 from ..training import TrainingConfig, evaluate, make_loader, metrics_for
 from ..training.accel import build_accelerator, process_state
 from ..training.records import write_json_atomic
+from .presets import apply_recipe_preset, note_overrides
 
 __all__ = ["Job", "WithIndex", "job_parser", "limit", "parse_job_args", "positive_int"]
 
@@ -89,8 +96,23 @@ def job_parser(
         epilog=examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--recipe-preset",
+        metavar="NAME_OR_FILE",
+        help="a JSON file of flag values for one data set (recipes/presets/*.json in a "
+        "checkout): applied as defaults, each flag given here overrides its value",
+    )
+    # set by the recipe scripts: their data set's preset, applied when --data is its data
+    parser.add_argument("--default-recipe-preset", metavar="FILE", help=argparse.SUPPRESS)
     data = parser.add_argument_group("data")
     data.add_argument("--data", default=None, metavar="SOURCE", help=data_help)
+    data.add_argument(
+        "--cache-images",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="decode every image once, up front, and keep it in memory at the model's size "
+        "(for small data sets) (default: %(default)s)",
+    )
     data.add_argument(
         "--max-train-examples",
         type=positive_int,
@@ -141,9 +163,19 @@ def parse_job_args(
     resolve: Callable[[argparse.Namespace], None] | None = None,
 ) -> argparse.Namespace:
     """Parse and check the flags; a value that cannot work is one argparse error line.
-    ``resolve(args)`` fills the defaults that depend on other flags (e.g. on ``--init``)
-    and raises ValueError for a combination that cannot work."""
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    A recipe preset (``--recipe-preset``, or the recipe's default for its data) supplies the
+    defaults first. ``resolve(args)`` fills the defaults that depend on other flags (e.g. on
+    ``--init``) and raises ValueError for a combination that cannot work."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        applied, note = apply_recipe_preset(parser, argv)
+    except ValueError as err:
+        parser.error(str(err))
+    args = parser.parse_args(argv)
+    applied = note_overrides(applied, parser, args)
+    args.recipe_preset = applied.preset.name if applied else None
+    args._recipe_message = applied.describe(parser) if applied else note
+    args._recipe_record = applied.record() if applied else None
     for name, choices in args._rate_choices.items():
         if getattr(args, name) is None:
             setattr(args, name, choices[args.init is not None])
@@ -211,6 +243,8 @@ class Job:
         self.is_main = self.state.is_main_process
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+        if getattr(args, "_recipe_message", ""):
+            self.say(args._recipe_message)
 
     def say(self, message: str) -> None:
         if self.is_main:
@@ -268,6 +302,7 @@ class Job:
             **results,
             "task": self.task,
             "eval_only": bool(self.args.eval_only),
+            "recipe_preset": getattr(self.args, "_recipe_record", None),
             "total_time_s": round(time.perf_counter() - self.start, 3),
             **extra,
         }

@@ -3,9 +3,11 @@ language modelling (MLM) on image-caption pairs, with held-out ITM and MLM accur
 
 With no flags: captions made from easy-VQA's question facts ("a red circle", "there is no
 blue shape"), its train images for training and its test images held out, and the VQA
-recipe's model shape (``vilt.jobs.vqa.DEFAULT_PRESET``) from scratch. The WordPiece
-vocabulary is trained on the captions (and, for easy-VQA, its training questions, so that
-``vilt vqa --init <this run>`` meets no unknown word). The result starts a VQA run:
+job's model shape (``vilt.jobs.vqa.DEFAULT_PRESET``) from scratch. The WordPiece
+vocabulary is trained on the captions, and with ``--vocab-vqa-questions SOURCE`` also on a
+VQA source's training questions, so that ``vilt vqa --init <this run> --data SOURCE`` meets
+no unknown word (``recipes/pretrain.py`` does so for easy-VQA through its recipe preset,
+``recipes/presets/easy-vqa-pretrain.json``). The result starts a VQA run:
 ``vilt vqa --init runs/pretrain``.
 """
 
@@ -17,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from ..config import ViltConfig, to_pair
-from ..data import PretrainingCollator, load_pairs
+from ..data import PretrainingCollator, load_pairs, load_vqa
 from ..modeling import ViltForPreTraining
 from ..processing import ViltProcessor
 from ..training import Trainer, set_seed
@@ -25,10 +27,11 @@ from . import models
 from .common import Job, job_parser, limit, parse_job_args, percent
 from .vqa import DEFAULT_PRESET
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "parse_args"]
 
 EXAMPLES = """examples:
   python recipes/pretrain.py                              # easy-VQA captions, ITM + MLM
+  vilt pretrain --recipe-preset recipes/presets/easy-vqa-pretrain.json  # the same, via vilt
   vilt vqa --init runs/pretrain --lr 1e-3 --head-lr-multiplier 1   # then fine-tune on VQA
   vilt pretrain --data captions_train2017.json --image-dir /data/coco/train2017 \\
       --eval-data captions_val2017.json --eval-image-dir /data/coco/val2017
@@ -44,7 +47,10 @@ captions, or a datasets source (hub name or directory) with image and caption co
 def build_parser() -> argparse.ArgumentParser:
     parser = job_parser(
         "vilt pretrain",
-        "ITM + MLM pretraining of ViLT on image-text pairs; prints held-out ITM and MLM accuracy.",
+        "ITM + MLM pretraining of ViLT on image-text pairs; prints held-out ITM and MLM accuracy.\n"
+        "python recipes/pretrain.py applies the recipe preset\n"
+        "recipes/presets/easy-vqa-pretrain.json; vilt pretrain applies one only with\n"
+        "--recipe-preset.",
         EXAMPLES,
         preset=DEFAULT_PRESET,
         data_help="easy-vqa (default), COCO captions JSON, JSONL/CSV pairs, or a datasets source",
@@ -64,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--image-dir", help="images of a COCO captions --data (default: beside it)")
     pre.add_argument("--eval-image-dir", help="images of a COCO captions --eval-data")
     pre.add_argument("--vocab-size", type=int, default=4096, help="WordPiece vocabulary size")
+    pre.add_argument(
+        "--vocab-vqa-questions",
+        metavar="SOURCE",
+        help="also train the vocabulary on the training questions of this VQA source (a "
+        "--data of vilt vqa), so that fine-tuning on it meets no unknown word",
+    )
     pre.add_argument("--mlm-probability", type=float, default=0.15, help="words masked for MLM")
     pre.add_argument(
         "--itm-negative-ratio", type=float, default=0.5, help="pairs whose image is swapped"
@@ -79,8 +91,13 @@ def _check(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag} must be in [0, 1], got {value}")
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The job's flags, recipe preset applied and defaults resolved (what ``main`` runs)."""
+    return parse_job_args(build_parser(), argv, family=ViltConfig, resolve=_check)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_job_args(build_parser(), argv, family=ViltConfig, resolve=_check)
+    args = parse_args(argv)
     job = Job(args, task="pretraining")
     set_seed(args.seed)
     if args.eval_only:
@@ -102,17 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         else models.image_processor(size, max(to_pair(base.patch_size)))
     )
     transform = partial(images.preprocess_one, normalize=False)
-    cache = _is_easy_vqa(args.data) and args.max_train_examples is None
+    cache = args.cache_images and args.max_train_examples is None
     train = load_pairs(
         args.data, split=args.train_split, transform=transform, image_dir=args.image_dir,
         cache_images=cache,
     )  # fmt: skip
     if processor is None:
         texts = [r.caption for r in train.records]
-        if _is_easy_vqa(args.data):
-            import easy_vqa
-
-            texts += easy_vqa.get_train_questions()[0]
+        if args.vocab_vqa_questions:
+            texts += [r.question for r in load_vqa(args.vocab_vqa_questions).records]
         tokenizer = models.run_tokenizer(args.init, texts, args.vocab_size)
         processor = ViltProcessor(images, tokenizer, max_length=base.max_position_embeddings)
     if init is not None:
@@ -141,19 +156,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _report(job, trainer.train())
 
 
-def _is_easy_vqa(data: str | None) -> bool:
-    return data is None or data.lower() in ("easy-vqa", "easy_vqa")
-
-
 def _held_out(job: Job, processor: ViltProcessor) -> Any:
-    """The held-out pairs: ``--eval-split`` of ``--eval-data`` (default: of ``--data``)."""
+    """The held-out pairs: ``--eval-split`` of ``--eval-data`` (default: of ``--data``);
+    ``--cache-images`` caches ``--data``'s images, not another source's."""
     args = job.args
     source = args.eval_data or args.data
     image_dir = args.eval_image_dir if args.eval_data else args.image_dir
     transform = partial(processor.image_processor.preprocess_one, normalize=False)
     pairs = load_pairs(
         source, split=args.eval_split, transform=transform, image_dir=image_dir,
-        cache_images=_is_easy_vqa(source) and args.max_eval_examples is None,
+        cache_images=args.cache_images and not args.eval_data and args.max_eval_examples is None,
     )  # fmt: skip
     return limit(pairs, args.max_eval_examples, shuffle=False)
 

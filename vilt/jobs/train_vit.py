@@ -2,7 +2,9 @@
 evaluate one) and print the test accuracy.
 
 With no flags: scikit-learn's bundled digits (1,437 train / 360 test 8x8 images, the data
-loader's fixed split) and a small ViT from scratch (``DEFAULT_PRESET``). Any source
+loader's fixed split) and a small ViT from scratch (``DEFAULT_PRESET``), with generic
+settings (no augmentation); ``recipes/train_vit.py`` adds the digits' own through its recipe
+preset, ``recipes/presets/digits.json``. Any source
 ``load_classification`` reads works with ``--data``: a hub name, an imagefolder directory
 (class subfolders under train/ and test/ or validation/), a ``save_to_disk`` directory.
 Writes the model (label names in its config's id2label) with its image processor,
@@ -25,13 +27,14 @@ from . import models
 from .augment import RandomShift
 from .common import Job, WithIndex, job_parser, limit, parse_job_args, percent
 
-__all__ = ["DEFAULT_PRESET", "build_parser", "main"]
+__all__ = ["DEFAULT_PRESET", "build_parser", "main", "parse_args"]
 
-DEFAULT_PRESET = "vit-digits"
+DEFAULT_PRESET = "vit-nano"
 SCRATCH_LR, FINETUNE_LR = 2e-3, 1e-4
 
 EXAMPLES = """examples:
   python recipes/train_vit.py                            # digits from scratch, test accuracy
+  vilt train-vit --recipe-preset recipes/presets/digits.json  # the same through vilt
   vilt train-vit --data path/to/imagefolder --image-size 64 --patch-size 8 --epochs 20
   vilt train-vit --data cifar10 --init google/vit-base-patch16-224 --image-size 224
   vilt train-vit --eval-only --init runs/vit             # evaluate a saved model
@@ -42,7 +45,10 @@ EXAMPLES = """examples:
 def build_parser() -> argparse.ArgumentParser:
     parser = job_parser(
         "vilt train-vit",
-        "Train a ViT image classifier (or --eval-only) and print the test accuracy.",
+        "Train a ViT image classifier (or --eval-only) and print the test accuracy.\n"
+        "The defaults are generic (no augmentation); a recipe preset brings what one data set\n"
+        "needs: python recipes/train_vit.py applies recipes/presets/digits.json, vilt\n"
+        "train-vit applies one only with --recipe-preset.",
         EXAMPLES,
         preset=DEFAULT_PRESET,
         data_help="default: scikit-learn digits; a hub name, imagefolder or datasets directory",
@@ -61,14 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     vit.add_argument(
         "--shift",
         type=int,
-        help="largest random shift of a training image, in pixels (default: 1 digits, else 0)",
+        default=0,
+        help="largest random shift of a training image, in pixels, the gap filled with zeros "
+        "(default: %(default)s)",
     )
     return parser
 
 
 def _resolve_defaults(args: argparse.Namespace) -> None:
-    if args.shift is None:
-        args.shift = 1 if args.data is None else 0
     if args.shift < 0:
         raise ValueError(f"--shift must be >= 0, got {args.shift}")
     if args.init is not None and args.image_size is not None:
@@ -77,9 +83,13 @@ def _resolve_defaults(args: argparse.Namespace) -> None:
         )
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The job's flags, recipe preset applied and defaults resolved (what ``main`` runs)."""
+    return parse_job_args(build_parser(), argv, family=ViTConfig, resolve=_resolve_defaults)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parse_job_args(parser, argv, family=ViTConfig, resolve=_resolve_defaults)
+    args = parse_args(argv)
     job = Job(args, task="image-classification")
     set_seed(args.seed)
     if args.eval_only:
@@ -88,10 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(job: Job, split: str, processor: ViTImageProcessor) -> Any:
-    """A split of ``--data`` as uint8 images at the processor's size; the digits cached."""
+    """A split of ``--data`` as uint8 images at the processor's size (``--cache-images``:
+    decoded once, up front)."""
     transform = partial(processor.preprocess_one, normalize=False)
-    cache = job.args.data is None  # 1,797 images of 8x8: decoded once
-    return load_classification(job.args.data, split=split, transform=transform, cache_images=cache)
+    return load_classification(
+        job.args.data, split=split, transform=transform, cache_images=job.args.cache_images
+    )
 
 
 def _evaluate(job: Job) -> int:

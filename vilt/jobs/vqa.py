@@ -3,9 +3,12 @@ evaluate a trained model, and print the accuracy.
 
 With no flags: easy-VQA from its package, a small ViLT (``DEFAULT_PRESET``) from scratch
 with a WordPiece vocabulary trained on the training questions, evaluated on easy-VQA's
-official test split. Writes to ``--output-dir`` the model with its processor,
-results.json, metrics.csv, loss.png and metrics.png, predictions.json (the official VQA
-results format) and examples/ (test images with question, answer and attention heatmap).
+official test split, with generic settings (no augmentation, answer balancing or test-time
+views). ``recipes/vqa.py`` adds easy-VQA's own through its recipe preset,
+``recipes/presets/easy-vqa.json``. Writes to ``--output-dir`` the model with its
+processor, results.json, metrics.csv, loss.png and metrics.png, predictions.json (the
+official VQA results format) and examples/ (test images with question, answer and
+attention heatmap).
 """
 
 from __future__ import annotations
@@ -27,18 +30,17 @@ from .common import Job, job_parser, parse_job_args, percent
 from .vqa_data import balance_answers, default_splits, load_split, source_kind
 from .vqa_outputs import predict_labels, save_examples, write_predictions
 
-__all__ = ["DEFAULT_PRESET", "build_parser", "main"]
+__all__ = ["DEFAULT_PRESET", "build_parser", "main", "parse_args"]
 
-DEFAULT_PRESET = "vilt-easy-vqa"
+DEFAULT_PRESET = "vilt-small-h16"
 # peak learning rates from scratch and when fine-tuning an --init checkpoint
 SCRATCH_LR, FINETUNE_LR = 1e-3, 1e-4
-BALANCE = 0.5  # --balance-answers on easy-VQA: rare answers (shapes, colours) seen more often
-# --shift and --tta-shift on easy-VQA: shapes seen a few pixels over, in training and test
-SHIFT = 2
 
 EXAMPLES = """examples:
   python recipes/vqa.py                                  # easy-VQA from scratch, test accuracy
-  vilt vqa --output-dir runs/vqa --epochs 3              # the same through the vilt command
+  python recipes/vqa.py --epochs 3 --no-tta-flip         # its preset, two values overridden
+  vilt vqa --recipe-preset recipes/presets/easy-vqa.json # the same through the vilt command
+  vilt vqa --output-dir runs/vqa-plain                   # generic defaults: no preset
   vilt vqa --init runs/pretrain --lr 1e-3 --head-lr-multiplier 1  # from a small pretraining run
   vilt vqa --init dandelin/vilt-b32-mlm --image-size 384 # a transformers checkpoint
   vilt vqa --data /data/vqav2 --init dandelin/vilt-b32-mlm --image-size 384 --batch-size 32
@@ -57,7 +59,10 @@ predicted), or a datasets source (hub name or directory) with image, question an
 def build_parser() -> argparse.ArgumentParser:
     parser = job_parser(
         "vilt vqa",
-        "Train ViLT for visual question answering (or --eval-only) and print the accuracy.",
+        "Train ViLT for visual question answering (or --eval-only) and print the accuracy.\n"
+        "The defaults are generic (no flips, shifts, answer balancing or test-time views);\n"
+        "a recipe preset brings what one data set needs: python recipes/vqa.py applies\n"
+        "recipes/presets/easy-vqa.json, vilt vqa applies one only with --recipe-preset.",
         EXAMPLES,
         preset=DEFAULT_PRESET,
         data_help="easy-vqa (default), a VQAv2 directory, or a datasets hub name / directory",
@@ -86,34 +91,39 @@ def build_parser() -> argparse.ArgumentParser:
     vqa.add_argument(
         "--hflip",
         type=float,
-        help="probability of mirroring a training image (default: 0.5 easy-VQA, else 0)",
+        default=0.0,
+        help="probability of mirroring a training image: only for data whose answers do not "
+        "depend on left and right (default: %(default)s)",
     )
     vqa.add_argument(
         "--shift",
         type=int,
+        default=0,
         metavar="PIXELS",
-        help="largest random shift of a training image, its border repeated "
-        f"(default: {SHIFT} easy-VQA, else 0)",
+        help="largest random shift of a training image, its border repeated (default: %(default)s)",
     )
     vqa.add_argument(
         "--tta-flip",
         action=argparse.BooleanOptionalAction,
+        default=False,
         help="test-time augmentation: average the answer logits with the mirrored image's "
-        "(default: on for easy-VQA, else off)",
+        "(default: %(default)s)",
     )
     vqa.add_argument(
         "--tta-shift",
         type=int,
+        default=0,
         metavar="PIXELS",
         help="test-time augmentation: also average with the image moved PIXELS up, down, "
-        f"left and right (default: {SHIFT} easy-VQA, else 0: the plain image only)",
+        "left and right (default: %(default)s; 0: the plain image only)",
     )
     vqa.add_argument(
         "--balance-answers",
         type=float,
+        default=0.0,
         metavar="ALPHA",
         help="repeat questions with rare answers (n_top / n_answer) ** ALPHA times an epoch "
-        f"(default: {BALANCE:g} easy-VQA, else 0: the data as it is)",
+        "(default: %(default)s; 0: the data as it is)",
     )
     vqa.add_argument(
         "--balance-templates",
@@ -130,20 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve_defaults(args: argparse.Namespace) -> None:
-    kind = source_kind(args.data)
-    train_split, eval_split = default_splits(kind)
+    train_split, eval_split = default_splits(source_kind(args.data))
     args.train_split = args.train_split or train_split
     args.eval_split = args.eval_split or eval_split
-    easy = kind == "easy-vqa"
-    if args.hflip is None:
-        args.hflip = 0.5 if easy else 0.0
-    args.shift = (SHIFT if easy else 0) if args.shift is None else args.shift
-    args.tta_flip = easy if args.tta_flip is None else args.tta_flip
-    args.tta_shift = (SHIFT if easy else 0) if args.tta_shift is None else args.tta_shift
     if args.tta_shift < 0:
         raise ValueError(f"--tta-shift must be >= 0 pixels, got {args.tta_shift}")
-    if args.balance_answers is None:
-        args.balance_answers = BALANCE if easy else 0.0
     if args.balance_templates < 0:
         raise ValueError(f"--balance-templates must be >= 0, got {args.balance_templates}")
     if args.balance_answers < 0:
@@ -154,9 +155,13 @@ def _resolve_defaults(args: argparse.Namespace) -> None:
         raise ValueError(f"--hflip must be a probability in [0, 1], got {args.hflip}")
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The job's flags, recipe preset applied and defaults resolved (what ``main`` runs)."""
+    return parse_job_args(build_parser(), argv, family=ViltConfig, resolve=_resolve_defaults)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parse_job_args(parser, argv, family=ViltConfig, resolve=_resolve_defaults)
+    args = parse_args(argv)
     job = Job(args, task="vqa")
     if args.eval_only:
         return _evaluate(job)

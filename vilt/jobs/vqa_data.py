@@ -3,8 +3,8 @@ loaded (and limited) with the records that line up with its items.
 
 Sources: easy-VQA (the default, from its package), a directory in the official VQAv2
 layout, or a ``datasets`` source (hub name, local directory, ``save_to_disk`` output) with
-image, question and answers columns. easy-VQA's 5,000 images are decoded once and kept as
-uint8 tensors (``cache_images``); the larger sources are decoded per item by the loader.
+image, question and answers columns. With ``--cache-images`` every image is decoded once
+and kept as a uint8 tensor (small sources); otherwise the loader decodes it per item.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def load_split(
         vocab=vocab,
         min_count=min_count,
         transform=transform,
-        cache_images=kind == "easy-vqa" and max_examples is None,
+        cache_images=args.cache_images and max_examples is None,
     )
     dataset = limit(base, max_examples, shuffle=shuffle, seed=args.seed)
     indices = dataset.indices if isinstance(dataset, Subset) else range(len(base))

@@ -1,0 +1,279 @@
+"""Recipe presets: what one data set needs, as a named set of flag values in a JSON file.
+
+The library keys no behaviour on a data set's name. What a data set needs (its model shape,
+augmentations, answer balancing, test-time views, epochs, image caching) is written down in
+a preset file, which a job applies as defaults: every flag given on the command line
+overrides its value, one by one. The recipe scripts apply their data set's preset
+(``recipes/presets/*.json``) when run on their default data; ``vilt vqa`` and the other
+commands apply one only when asked (``--recipe-preset FILE``).
+
+A preset file::
+
+    {
+      "description": "one line: what the preset is for",
+      "for_data": ["easy-vqa"],
+      "flags": {"preset": "vilt-small-h16", "epochs": 6, "tta-flip": true},
+      "notes": {"tta-flip": "why this value"}
+    }
+
+``flags`` are the job's flags without the leading ``--``, with the values the command line
+would give (``true``/``false`` for on/off flags). ``for_data``: the ``--data`` values the
+preset was made for; a recipe applies its default preset when ``--data`` is absent or one
+of these. ``notes`` (optional) say why a value was chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "AppliedPreset",
+    "RecipePreset",
+    "apply_recipe_preset",
+    "note_overrides",
+    "preset_defaults",
+    "read_recipe_preset",
+]
+
+NO_PRESET = "none"  # --recipe-preset none: the job's generic defaults, even in a recipe
+
+
+@dataclass(frozen=True)
+class RecipePreset:
+    """A preset file as read: its name (the file's stem), where it is, and its flag values."""
+
+    name: str
+    path: Path
+    description: str
+    flags: Mapping[str, Any]
+    for_data: tuple[str, ...] = ()
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+    def made_for(self, data: str | None) -> bool:
+        """Whether ``--data`` (None: the job's default source) is data this preset is for."""
+        return data is None or _data_key(data) in {_data_key(d) for d in self.for_data}
+
+
+@dataclass(frozen=True)
+class AppliedPreset:
+    """The preset a job runs with, and the flags the command line set to other values."""
+
+    preset: RecipePreset
+    overridden: Mapping[str, Any]
+
+    def describe(self, parser: argparse.ArgumentParser) -> str:
+        """The block a job prints at its start: the preset, its values, the overrides."""
+        lines = [f"recipe preset {self.preset.name} ({_shown(self.preset.path)})"]
+        if self.preset.description:
+            lines[0] += f": {self.preset.description}"
+        lines.append("  " + " ".join(_tokens(parser, self.preset.flags)))
+        if self.overridden:
+            lines.append("  overridden: " + " ".join(_tokens(parser, self.overridden)))
+        return "\n".join(lines)
+
+    def record(self) -> dict[str, Any]:
+        """What results.json keeps of it."""
+        return {
+            "name": self.preset.name,
+            "file": str(self.preset.path),
+            "flags": dict(self.preset.flags),
+            "overridden": dict(self.overridden),
+        }
+
+
+def read_recipe_preset(
+    name_or_file: str | os.PathLike, *, search: Path | None = None
+) -> RecipePreset:
+    """A preset from a JSON file, or by name from ``search`` (``search/NAME.json``).
+
+    Args:
+        name_or_file: a path to a preset file, or a preset's name.
+        search: the directory holding the named presets (the recipes' ``presets/``).
+
+    Raises:
+        ValueError: naming the file and what is wrong in it, or the names ``search`` holds.
+    """
+    path = Path(name_or_file)
+    if not path.is_file():
+        named = search / f"{name_or_file}.json" if search is not None else None
+        if named is None or not named.is_file():
+            raise ValueError(_not_found(str(name_or_file), search))
+        path = named
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("flags"), dict):
+        raise ValueError(f'{path}: a recipe preset is a JSON object with a "flags" object')
+    unknown = sorted(set(data) - {"description", "for_data", "flags", "notes"})
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown keys {unknown}; known: description, for_data, flags, notes"
+        )
+    for_data = data.get("for_data", [])
+    if not isinstance(for_data, list) or not all(isinstance(d, str) for d in for_data):
+        raise ValueError(f'{path}: "for_data" must be a list of --data names')
+    notes = data.get("notes") or {}
+    if not isinstance(notes, dict):
+        raise ValueError(f'{path}: "notes" must be an object of flag name -> why')
+    return RecipePreset(
+        name=path.stem,
+        path=path,
+        description=str(data.get("description", "")),
+        flags=data["flags"],
+        for_data=tuple(for_data),
+        notes=notes,
+    )
+
+
+def apply_recipe_preset(
+    parser: argparse.ArgumentParser, argv: Sequence[str]
+) -> tuple[AppliedPreset | None, str]:
+    """Choose the preset for ``argv``, make its values ``parser``'s defaults and say how.
+
+    The preset is ``--recipe-preset`` when given (``none``: no preset), else the recipe's
+    ``--default-recipe-preset`` when ``--data`` is data it was made for. Returns the applied
+    preset (its overrides are filled in by :func:`note_overrides` after parsing) or None,
+    and a line to print when a recipe's default preset was left out."""
+    first, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
+    default = first.default_recipe_preset
+    search = Path(default).parent if default else None
+    if default:
+        _say_default_in_help(parser, Path(default))
+    chosen = first.recipe_preset
+    if chosen is not None and chosen.lower() == NO_PRESET:
+        return None, ""
+    if chosen is None and default is None:
+        return None, ""
+    preset = read_recipe_preset(chosen or default, search=search)
+    if chosen is None and not preset.made_for(first.data):
+        return None, (
+            f"recipe preset {preset.name} not applied: it is for --data "
+            f"{', '.join(preset.for_data) or '(the default)'}, not {first.data} "
+            f"(--recipe-preset {preset.name} applies it anyway)"
+        )
+    parser.set_defaults(**preset_defaults(parser, preset))
+    return AppliedPreset(preset, {}), ""
+
+
+def note_overrides(
+    applied: AppliedPreset | None, parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> AppliedPreset | None:
+    """``applied`` with the preset's flags that the command line set to other values."""
+    if applied is None:
+        return None
+    wanted = preset_defaults(parser, applied.preset)
+    overridden = {}
+    for flag in applied.preset.flags:
+        dest = _action(parser, flag, applied.preset).dest
+        if getattr(args, dest) != wanted[dest]:
+            overridden[_positive(parser, flag)] = getattr(args, dest)
+    return AppliedPreset(applied.preset, overridden)
+
+
+def preset_defaults(parser: argparse.ArgumentParser, preset: RecipePreset) -> dict[str, Any]:
+    """The preset's flags as parser destinations and values, each checked as the command
+    line would check it (its type, its choices)."""
+    out = {}
+    for flag, value in preset.flags.items():
+        action = _action(parser, flag, preset)
+        try:
+            out[action.dest] = _value(action, flag, value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
+            raise ValueError(f"{preset.path}: flag {flag!r}: {err}") from None
+    return out
+
+
+def _action(parser: argparse.ArgumentParser, flag: str, preset: RecipePreset) -> argparse.Action:
+    action = parser._option_string_actions.get("--" + flag)
+    if action is None or action.dest in ("recipe_preset", "default_recipe_preset", "help"):
+        raise ValueError(f"{preset.path}: {flag!r} is not a flag of {parser.prog} (see --help)")
+    return action
+
+
+def _value(action: argparse.Action, flag: str, value: Any) -> Any:
+    """What the parser would store for ``--flag`` with ``value`` (a JSON value)."""
+    if value is None:
+        return None
+    if isinstance(action, argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true or false, got {value!r}")
+        return value != flag.startswith("no-")
+    if action.nargs == 0:  # store_true / store_false / store_const
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true or false, got {value!r}")
+        return action.const if value else action.default
+    if isinstance(action.nargs, int) or action.nargs in ("*", "+"):
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list, got {value!r}")
+        return [_one(action, v) for v in value]
+    return _one(action, value)
+
+
+def _one(action: argparse.Action, value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        raise TypeError(f"expected one value, got {value!r}")
+    converted = action.type(str(value)) if callable(action.type) else value
+    if action.choices is not None and converted not in action.choices:
+        raise ValueError(f"{converted!r} is not one of {list(action.choices)}")
+    return converted
+
+
+def _positive(parser: argparse.ArgumentParser, flag: str) -> str:
+    """The flag's positive spelling (``tta-flip`` for ``no-tta-flip``)."""
+    action = parser._option_string_actions["--" + flag]
+    return action.option_strings[0].removeprefix("--")
+
+
+def _tokens(parser: argparse.ArgumentParser, flags: Mapping[str, Any]) -> list[str]:
+    """``flags`` (flag name -> value) as a command line: ``--epochs 6 --tta-flip``."""
+    out = []
+    for flag, value in flags.items():
+        action = parser._option_string_actions["--" + flag]
+        if isinstance(action, argparse.BooleanOptionalAction) and isinstance(value, bool):
+            positive = action.option_strings[0]
+            on = value != flag.startswith("no-")
+            out.append(positive if on else "--no-" + positive.removeprefix("--"))
+        elif action.nargs == 0:
+            out.append(f"--{flag}" if value else f"(no --{flag})")
+        elif isinstance(value, (list, tuple)):
+            out.append(" ".join([f"--{flag}", *(str(v) for v in value)]))
+        else:
+            out.append(f"--{flag} {value}")
+    return out
+
+
+def _say_default_in_help(parser: argparse.ArgumentParser, default: Path) -> None:
+    action = parser._option_string_actions["--recipe-preset"]
+    action.help = (
+        f"{action.help}; this recipe applies {default.stem} ({_shown(default)}) when --data is "
+        "data it was made for; `none`: the generic defaults"
+    )
+
+
+def _not_found(name: str, search: Path | None) -> str:
+    if search is None:
+        return (
+            f"--recipe-preset {name!r}: no such file (a preset name is looked up by the recipe "
+            "scripts, in recipes/presets/; give `vilt` the path of a preset file)"
+        )
+    names = sorted(p.stem for p in search.glob("*.json"))
+    return f"--recipe-preset {name!r}: no such file or preset; presets in {_shown(search)}: {names}"
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when under it, else as it is."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _data_key(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
