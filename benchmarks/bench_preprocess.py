@@ -67,7 +67,7 @@ def compare(ours, theirs, inputs: list[list]) -> dict[str, float | bool]:
 def reference_processors() -> dict[str, object]:
     """transformers' PIL backend (the pipeline ViLT was trained with: vilt gives its output)
     and, when torchvision is installed, its default torchvision backend (faster, but its
-    resize differs by up to about 2e-2 after normalisation)."""
+    resize does not give PIL's pixels)."""
     import transformers
 
     pil = getattr(transformers, "ViltImageProcessorPil", None)

@@ -130,9 +130,8 @@ def use_threads(n: int) -> bool:
     """Run torch on ``n`` intra-op threads; returns whether that needed a call to
     ``torch.set_num_threads``. The call is skipped when torch already uses ``n`` (its default
     on this machine): the call itself, even with the same count, turns MKL's dynamic threading
-    off, and the SDPA kernel on small heads then runs ~20% slower (the VQA recipe's default
-    step: 61 against 75 ms at batch 32). The recipes never call it, so the benchmarks time
-    what they run."""
+    off, which slows the SDPA kernel on small heads. The recipes never call it, so the
+    benchmarks time what they run."""
     if torch.get_num_threads() == n:
         return False
     torch.set_num_threads(n)

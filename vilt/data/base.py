@@ -4,9 +4,9 @@ transformed images for data sets small enough to hold in memory.
 
 A record's image is decoded in ``__getitem__``, i.e. inside the DataLoader worker, once per
 epoch. With ``cache_images=True`` every distinct image (by ``image_key``) is decoded and
-transformed once, up front, in the constructor, and items share the cached tensors: easy-VQA
-asks ~10 questions of each of its 4,000 images, so this saves nine decodes in ten and all
-decodes after the first epoch.
+transformed once, up front, in the constructor, and items share the cached tensors: a VQA
+set that asks several questions of each image decodes it once, and never again after the
+first epoch.
 
 A bad record (see :mod:`vilt.data.errors`) raises an error naming its file and record, or
 with ``skip_bad=True`` makes ``__getitem__`` return ``None``; the collators drop ``None``

@@ -90,10 +90,8 @@ def balance_answers(split: VQASplit, alpha: float, beta: float = 0.0) -> Dataset
     """The training items, each repeated round(w_answer * w_template) times (at least once).
 
     w_answer = (n_top / n_answer) ** alpha, where n_answer counts the questions whose majority
-    answer is the item's: rare answers are seen more often. With alpha 0.5 easy-VQA's shape
-    and colour questions (5% of the questions each) come about three to five times per epoch
-    while "yes" and "no" (37% each) come once, which shortens the long stretch in which a model
-    from scratch answers those questions from the question alone.
+    answer is the item's: rare answers are seen more often, so that a model from scratch does
+    not learn the frequent answers first and the rare ones late.
 
     w_template = (n_top_in_template / n_template_answer) ** beta balances the answers *within*
     each question template (the question with the answer vocabulary's words blanked out, so

@@ -79,9 +79,9 @@ def build_optimizer(
     torch has one for the device (``device``, else where the parameters are: CUDA, and CPU
     since torch 2.4) and the foreach one elsewhere.
 
-    The fused kernel updates each parameter in one pass with no temporaries: on 2 CPU cores it
-    steps the small ViLT about 5x faster than foreach and keeps no extra copy of the weights
-    at its peak (foreach's intermediate lists are as large as the model)."""
+    The fused kernel updates each parameter in one pass with no temporaries, so it makes
+    fewer passes over memory than foreach and keeps no extra copy of the weights at its peak
+    (foreach's intermediate lists are as large as the model)."""
     groups = param_groups(
         model,
         lr=config.lr,
