@@ -17,6 +17,7 @@ from torch import nn
 
 from ..checks import check_itm_labels, input_checks_enabled
 from ..config import ViltConfig
+from .from_vit import ViltStartingPoints
 from .heads import MLMHead, itm_scores, mlp_classifier
 from .outputs import EncoderOutput, PreTrainingOutput, TaskOutput
 from .pretrained import PreTrainedModel
@@ -25,11 +26,12 @@ from .vilt import ViltModel
 IGNORE_INDEX = -100
 
 
-class _ViltWithHead(PreTrainedModel):
+class _ViltWithHead(ViltStartingPoints, PreTrainedModel):
     """Shared plumbing of the task models: a ``vilt`` backbone and the call into it."""
 
     config_class = ViltConfig
     base_model_prefix = "vilt"
+    optional_prefixes = ("vilt.pooler.",)  # from a backbone saved with add_pooling_layer=False
     # heads that read every text position build a full backbone whatever config.pooled_only says
     reads_every_token: ClassVar[bool] = False
 
