@@ -93,8 +93,13 @@ class ViltForQuestionAnswering(_ViltWithHead):
         """Answer logits (B, num_labels); with ``labels`` (B, num_labels) soft scores, the loss.
 
         Args:
-            input_ids, pixel_values, attention_mask, token_type_ids, pixel_mask,
-                output_attentions, output_hidden_states: as for :class:`ViltModel`.
+            input_ids: (B, T) token ids.
+            pixel_values: (B, C, H, W) normalised images, padded at the bottom/right.
+            attention_mask: (B, T), 1 = real token.
+            token_type_ids: (B, T) segment ids (default 0).
+            pixel_mask: (B, H, W), 1 = real pixel.
+            output_attentions: return each block's attention weights.
+            output_hidden_states: return the embeddings and each block's output.
             labels: (B, num_labels) soft target scores in [0, 1].
         """
         out = self._encode(
@@ -155,8 +160,13 @@ class ViltForImageTextMatching(_ViltWithHead):
         """Match logits (B, 2) and ``scores`` (B,) = logit(match) - logit(mismatch).
 
         Args:
-            input_ids, pixel_values, attention_mask, token_type_ids, pixel_mask,
-                output_attentions, output_hidden_states: as for :class:`ViltModel`.
+            input_ids: (B, T) token ids.
+            pixel_values: (B, C, H, W) normalised images, padded at the bottom/right.
+            attention_mask: (B, T), 1 = real token.
+            token_type_ids: (B, T) segment ids (default 0).
+            pixel_mask: (B, H, W), 1 = real pixel.
+            output_attentions: return each block's attention weights.
+            output_hidden_states: return the embeddings and each block's output.
             labels: (B,) 1 = the text matches the image, 0 = it does not.
         """
         out = self._encode(
@@ -215,8 +225,13 @@ class ViltForMaskedLM(_ViltWithHead):
         """Vocabulary logits (B, T, vocab_size) at the text positions.
 
         Args:
-            input_ids, pixel_values, attention_mask, token_type_ids, pixel_mask,
-                output_attentions, output_hidden_states: as for :class:`ViltModel`.
+            input_ids: (B, T) token ids.
+            pixel_values: (B, C, H, W) normalised images, padded at the bottom/right.
+            attention_mask: (B, T), 1 = real token.
+            token_type_ids: (B, T) segment ids (default 0).
+            pixel_mask: (B, H, W), 1 = real pixel.
+            output_attentions: return each block's attention weights.
+            output_hidden_states: return the embeddings and each block's output.
             labels: (B, T) the original token ids at masked positions, -100 elsewhere.
         """
         out = self._encode(
@@ -262,8 +277,13 @@ class ViltForPreTraining(_ViltWithHead):
         """ITM logits (B, 2), MLM logits (B, T, vocab_size), and the losses given labels.
 
         Args:
-            input_ids, pixel_values, attention_mask, token_type_ids, pixel_mask,
-                output_attentions, output_hidden_states: as for :class:`ViltModel`.
+            input_ids: (B, T) token ids.
+            pixel_values: (B, C, H, W) normalised images, padded at the bottom/right.
+            attention_mask: (B, T), 1 = real token.
+            token_type_ids: (B, T) segment ids (default 0).
+            pixel_mask: (B, H, W), 1 = real pixel.
+            output_attentions: return each block's attention weights.
+            output_hidden_states: return the embeddings and each block's output.
             itm_labels: (B,) 1 = matched pair, 0 = mismatched.
             mlm_labels: (B, T) original ids at masked positions, -100 elsewhere; positions of
                 mismatched pairs are ignored.
@@ -331,8 +351,11 @@ class ViltForImagesAndTextClassification(_ViltWithHead):
         """Logits (B, num_labels) from the text paired with each of its images.
 
         Args:
-            input_ids, attention_mask, token_type_ids, output_attentions,
-                output_hidden_states: as for :class:`ViltModel`.
+            input_ids: (B, T) token ids.
+            attention_mask: (B, T), 1 = real token.
+            token_type_ids: (B, T) segment ids (default 0).
+            output_attentions: return each block's attention weights.
+            output_hidden_states: return the embeddings and each block's output.
             pixel_values: (B, num_images, C, H, W).
             pixel_mask: (B, num_images, H, W), 1 = real pixel.
             labels: (B,) class ids.

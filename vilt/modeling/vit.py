@@ -160,8 +160,10 @@ class ViTForImageClassification(PreTrainedModel):
         """Class logits (B, num_labels); with ``labels``, the loss.
 
         Args:
-            pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding:
-                as for :class:`ViTModel`.
+            pixel_values: (B, C, H, W) normalised images.
+            output_attentions: return each block's attention weights.
+            output_hidden_states: return the embeddings and each block's output.
+            interpolate_pos_encoding: resize the position grid to another image size.
             labels: (B,) class ids (cross-entropy), (B, num_labels) float targets
                 (multi-label BCE), or (B,) values when num_labels is 1 (MSE).
         """
