@@ -247,6 +247,10 @@ class ViltConfig(_BaseConfig):
     # less work; last_hidden_state is then (B, 1, D). Models that read every text position
     # (MLM, pretraining) and calls asking for hidden states or attentions run in full.
     pooled_only: bool = False
+    # ViltForPreTraining adds word-patch alignment (an optimal-transport distance between a
+    # pair's words and patches, lowered for matched pairs, raised for mismatched) at this
+    # weight; 0 leaves it out. The ViLT paper trains with 0.1.
+    wpa_weight: float = 0.0
 
     def _positive_fields(self) -> tuple[str, ...]:
         return (
@@ -275,6 +279,8 @@ class ViltConfig(_BaseConfig):
                 f"ViltConfig.num_images={self.num_images} needs modality_type_vocab_size >= "
                 f"{self.num_images + 1}, got {self.modality_type_vocab_size}"
             )
+        if not self.wpa_weight >= 0:
+            raise ConfigError(f"ViltConfig.wpa_weight must be >= 0, got {self.wpa_weight!r}")
         if not isinstance(self.pooled_only, bool):
             raise ConfigError(
                 f"ViltConfig.pooled_only must be true or false, got {self.pooled_only!r}"

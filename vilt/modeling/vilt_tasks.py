@@ -17,6 +17,7 @@ from torch import nn
 
 from ..checks import check_itm_labels, input_checks_enabled
 from ..config import ViltConfig
+from .alignment import wpa_distance, wpa_token_masks
 from .from_vit import ViltStartingPoints
 from .heads import MLMHead, itm_scores, mlp_classifier
 from .outputs import EncoderOutput, PreTrainingOutput, TaskOutput
@@ -245,8 +246,12 @@ class ViltForMaskedLM(_ViltWithHead):
 
 
 class ViltForPreTraining(_ViltWithHead):
-    """ITM + MLM in one pass. The MLM loss counts only matched pairs (a caption cannot be
-    recovered from the wrong image); the total loss is the sum of both.
+    """ITM + MLM in one pass, and word-patch alignment when ``config.wpa_weight`` > 0. The MLM
+    loss counts only matched pairs (a caption cannot be recovered from the wrong image). WPA,
+    as the ViLT paper trains it: each pair's optimal-transport distance between its words
+    (without [CLS] and [SEP]) and its patches (without the image class token), summed with a
+    plus sign for matched pairs and a minus sign for mismatched ones (all pairs count as matched
+    without ``itm_labels``), over the batch size. The total loss is ITM + MLM + weight * WPA.
 
     Args:
         config: the model's sizes.
@@ -304,15 +309,38 @@ class ViltForPreTraining(_ViltWithHead):
                 mlm_labels = mlm_labels.masked_fill(~matched, IGNORE_INDEX)
             mlm_loss = _mlm_loss(mlm_logits, mlm_labels)
         losses = [x for x in (itm_loss, mlm_loss) if x is not None]
+        wpa_loss = None
+        if self.config.wpa_weight > 0 and (itm_labels is not None or mlm_labels is not None):
+            wpa_loss = self._wpa_loss(out, attention_mask, input_ids, itm_labels)
+            losses.append(self.config.wpa_weight * wpa_loss)
         return PreTrainingOutput(
             **out.to_dict(),
             loss=sum(losses) if losses else None,
             itm_loss=itm_loss,
             mlm_loss=mlm_loss,
+            wpa_loss=wpa_loss,
             itm_logits=itm_logits,
             mlm_logits=mlm_logits,
             scores=itm_scores(itm_logits),
         )
+
+    def _wpa_loss(
+        self,
+        out: EncoderOutput,
+        attention_mask: torch.Tensor | None,
+        input_ids: torch.Tensor,
+        itm_labels: torch.Tensor | None,
+    ) -> torch.Tensor:
+        t = out.text_length
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        text_mask, image_mask = wpa_token_masks(attention_mask, out.attention_mask[:, t:])
+        states = out.last_hidden_state
+        distance = wpa_distance(states[:, :t], states[:, t:], text_mask, image_mask)
+        if itm_labels is None:
+            return distance.mean()
+        sign = torch.where(itm_labels.reshape(-1) == 1, 1.0, -1.0)
+        return (sign * distance).sum() / distance.shape[0]
 
 
 class ViltForImagesAndTextClassification(_ViltWithHead):
