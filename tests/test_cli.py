@@ -233,10 +233,15 @@ def test_embed_errors(capsys, ckpts, tmp_path, monkeypatch):
     )
     assert_one_line_error(code, err, "i.txt has 2 lines but t.txt has 1")
     code, _, err = run(capsys, "embed", ckpts["itm"], "--images", "i.txt", "--out", "e.npy")
+    assert_one_line_error(code, err, "embeds image-text pairs: give --pairs FILE, or --texts")
+    code, _, err = run(capsys, "embed", ckpts["itm"], "--out", "e.npy")
     assert_one_line_error(code, err, "give --pairs FILE, or --images FILE and --texts FILE")
     code, _, err = run(capsys, "embed", ckpts["vit"], "--pairs", good, "--out", "e.npy")
-    assert_one_line_error(code, err, "needs a ViLT model")
+    assert_one_line_error(code, err, "embeds images alone: give --images FILE and no texts")
     assert not list(tmp_path.glob("*.npy")) and not list(tmp_path.glob(".*tmp*"))
+    code, out, _ = run(capsys, "embed", ckpts["vit"], "--images", "i.txt", "--out", "vit.npy")
+    assert "wrote (2, 32) embeddings" in out
+    assert code == 0 and np.load(tmp_path / "vit.npy").shape == (2, 32)
 
 
 def test_convert_round_trip_through_transformers(capsys, ckpts, tmp_path):

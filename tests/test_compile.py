@@ -66,6 +66,7 @@ CASES = {
     "ViltForImageTextMatching": lambda: (vilt.ViltForImageTextMatching(vilt_config()), True),
     "ViltForMaskedLM": lambda: (vilt.ViltForMaskedLM(vilt_config()), True),
     "ViltForPreTraining": lambda: (vilt.ViltForPreTraining(vilt_config()), True),
+    "ViltForPreTraining-wpa": lambda: (vilt.ViltForPreTraining(vilt_config(wpa_weight=0.1)), True),
     "ViltForPreTraining-sampled-patches": lambda: (
         vilt.ViltForPreTraining(vilt_config(max_image_length=4)),
         True,

@@ -179,15 +179,42 @@ def test_errors_name_what_is_wrong(embedder, tmp_path):
         embedder(pictures, TEXTS[:2], batch_size=0)
 
 
-def test_non_vilt_models_are_refused(embedder, tmp_path):
+def test_vit_models_embed_images_alone(tmp_path):
+    """A ViT embeds each image as the features its classifier reads (the final-norm class
+    token; the mean patch token with pooling="mean"), whatever its batch."""
     vit_dir = save_vit(tmp_path / "vit")
-    with pytest.raises(TypeError, match="needs a ViLT model.*ViTForImageClassification"):
-        vilt.embed(images(1), TEXTS[:1], vit_dir)
+    pictures = images()
+    ours = vilt.embed(pictures, model=vit_dir, batch_size=4)
+    model = vilt.ViTForImageClassification.from_pretrained(vit_dir).eval()
+    processor = vilt.ViTImageProcessor.from_pretrained(vit_dir)
+    with torch.no_grad():
+        pixels = processor(pictures)["pixel_values"]
+        expected = model.forward_features(pixels)[:, 0]
+        assert torch.allclose(model.classifier(ours), model(pixel_values=pixels).logits, atol=1e-5)
+    assert ours.shape == (len(pictures), 32)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
+    one_by_one = torch.cat([vilt.embed(pictures[i : i + 1], model=vit_dir) for i in range(3)])
+    torch.testing.assert_close(one_by_one, ours[:3], rtol=0, atol=1e-5)
+    mean = vilt.ViTModel(model.config.replace(pooling="mean"))
+    got = vilt.Embedder(mean, processor)(pictures[:2])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            got, mean.forward_features(pixels[:2])[:, 1:].mean(1), atol=1e-5, rtol=0
+        )
+    with pytest.raises(TypeError, match="embeds images alone: pass no texts"):
+        vilt.embed(pictures[:1], TEXTS[:1], vit_dir)
+
+
+def test_wrong_pairings_are_refused(embedder, tmp_path):
     vit = vilt.ViTModel(vilt.ViTConfig.from_preset("vit-test"))
-    with pytest.raises(TypeError, match="needs a ViLT model.*ViTModel"):
-        vilt.embed(images(1), TEXTS[:1], vit, processor=embedder.processor)
+    with pytest.raises(TypeError, match="image processor .ViTImageProcessor., got ViltProcessor"):
+        vilt.embed(images(1), model=vit, processor=embedder.processor)
     with pytest.raises(TypeError, match="processor must be a ViltProcessor"):
         vilt.Embedder(vilt_model(), processor=embedder.processor.image_processor)
+    with pytest.raises(TypeError, match="pass texts, one per image"):
+        embedder(images(1))
+    with pytest.raises(TypeError, match="needs a ViLT model"):
+        vilt.embed(images(1), TEXTS[:1], torch.nn.Linear(2, 2), processor=embedder.processor)
 
 
 def test_a_processor_whose_ids_overrun_the_model_is_refused_up_front(embedder):

@@ -22,6 +22,16 @@ DATA = Path(__file__).resolve().parent / "data"
 JOBS = {"vqa": vqa, "pretrain": pretrain, "train_vit": train_vit}
 # the model presets, named by their data set before, by their shape now
 RENAMED = {"vilt-easy-vqa": "vilt-small-h16", "vit-digits": "vit-nano"}
+# config fields added since 4dbc937, at the values that leave the model as it was
+NEW_CONFIG_FIELDS = {"drop_path_rate": 0.0, "layer_scale_init_value": 0.0, "wpa_weight": 0.0}
+
+
+def assert_same_config(now: dict, before: dict) -> None:
+    """``now`` holds every field of ``before`` at its value, and new fields at their neutral
+    values only."""
+    assert {k: now[k] for k in before} == before
+    added = {k: v for k, v in now.items() if k not in before}
+    assert added == {k: NEW_CONFIG_FIELDS[k] for k in added}, added
 
 
 def recipe_command(name: str, argv: list[str] | tuple[str, ...] = ()) -> list[str]:
@@ -64,7 +74,7 @@ def test_a_recipe_with_no_flags_resolves_field_by_field_as_before(name, new):
     for key, value in before["args"].items():
         if key == "preset":
             assert args[key] == RENAMED[value]
-            assert get_preset(args[key]).to_dict() == before["model_config"]
+            assert_same_config(get_preset(args[key]).to_dict(), before["model_config"])
         else:
             assert _plain(args[key]) == value, key
     added = {k: v for k, v in args.items() if k not in before["args"] and not k.startswith("_")}
@@ -88,6 +98,7 @@ def test_a_recipe_with_no_flags_sets_up_training_as_before(name):
     extra = before["training"]["extra"]
     assert now["training"]["extra"]["preset"] == RENAMED[extra["preset"]]
     now["training"]["extra"]["preset"] = extra["preset"]
+    assert_same_config(now.pop("model"), before.pop("model"))
     assert now == before
 
 

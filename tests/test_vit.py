@@ -89,3 +89,30 @@ def test_no_weight_decay_names_norms_biases_and_positions():
     assert "vit.embeddings.cls_token" in names and "vit.embeddings.position_embeddings" in names
     assert "vit.encoder.blocks.0.norm1.weight" in names and "classifier.bias" in names
     assert "vit.encoder.blocks.0.attn.qkv.weight" not in names
+
+
+def test_forward_features_and_intermediates():
+    """Features for dense heads and probes: the final-norm tokens, and chosen blocks' outputs
+    as (B, D, rows, cols) maps or token sequences; blocks after the last chosen one not run."""
+    model = vilt.ViTForImageClassification(tiny(num_hidden_layers=3)).eval()
+    x = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        features = model.forward_features(x, interpolate_pos_encoding=True)
+        out = model(pixel_values=x, interpolate_pos_encoding=True, output_hidden_states=True)
+        maps = model.forward_intermediates(x, interpolate_pos_encoding=True)
+        last = model.forward_intermediates(
+            x, [-1], output_fmt="NLC", include_cls=True, norm=True, interpolate_pos_encoding=True
+        )
+        two = model.forward_intermediates(x, 2, output_fmt="NLC", interpolate_pos_encoding=True)
+    assert features.shape == (2, 1 + 4 * 6, 32)
+    torch.testing.assert_close(features, out.last_hidden_state)
+    assert [m.shape for m in maps] == [(2, 32, 4, 6)] * 3
+    for i, m in enumerate(maps):  # block i's output is hidden_states[i + 1]
+        torch.testing.assert_close(m.flatten(2).transpose(1, 2), out.hidden_states[i + 1][:, 1:])
+    torch.testing.assert_close(last[0], features)
+    assert len(two) == 2 and two[0].shape == (2, 24, 32)
+    torch.testing.assert_close(two[0], out.hidden_states[2][:, 1:])
+    with pytest.raises(ValueError, match="reach past the model's 3 blocks"):
+        model.forward_intermediates(x, [5], interpolate_pos_encoding=True)
+    with pytest.raises(ValueError, match="output_fmt"):
+        model.forward_intermediates(x, output_fmt="NHWC", interpolate_pos_encoding=True)

@@ -101,16 +101,18 @@ def _add_embed(sub) -> None:
     p = _command(
         sub,
         "embed",
-        "embed image-text pairs into a .safetensors or .npy file",
-        "Write the pooled joint representation of each image-text pair, one row per pair in\n"
-        "input order, as an (N, hidden_size) float32 array ('embeddings' in a .safetensors\n"
+        "embed image-text pairs (ViLT) or images (ViT) into a .safetensors or .npy file",
+        "Write the pooled joint representation of each image-text pair (a ViLT model), or each\n"
+        "image's embedding (a ViT model: the features its classifier reads), one row per input\n"
+        "in input order, as an (N, hidden_size) float32 array ('embeddings' in a .safetensors\n"
         "file). Pairs come from a JSONL or CSV file with 'image' and 'text' fields, or from two\n"
-        "text files with one image path and one text per line. Relative image paths are read\n"
-        "from the directory of the file that names them.",
+        "text files with one image path and one text per line; images for a ViT from --images\n"
+        "alone. Relative image paths are read from the directory of the file that names them.",
         "  vilt embed model/ --pairs pairs.jsonl --out emb.safetensors\n"
-        "  vilt embed model/ --images images.txt --texts texts.txt --out emb.npy",
+        "  vilt embed model/ --images images.txt --texts texts.txt --out emb.npy\n"
+        "  vilt embed vit-model/ --images images.txt --out emb.npy",
     )
-    p.add_argument("model", help="ViLT checkpoint directory, any ViLT class (with its processor)")
+    p.add_argument("model", help="checkpoint directory, any ViLT or ViT class (with its processor)")
     p.add_argument("--pairs", help="JSONL or CSV file with 'image' and 'text' fields")
     p.add_argument("--images", help="text file: one image path per line")
     p.add_argument("--texts", help="text file: one text per line")
@@ -238,10 +240,21 @@ def _run_embed(args) -> None:
         raise ValueError(f"--out must end in .safetensors or .npy, got {out.name}")
     if args.pairs and (args.images or args.texts):
         raise ValueError("give either --pairs, or --images and --texts, not both")
+    if not (args.pairs or args.images):
+        raise ValueError(
+            "give --pairs FILE, or --images FILE and --texts FILE (--images alone: ViT)"
+        )
+    embedder = Embedder.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
+    kind = type(embedder.model).__name__
+    if embedder.image_only and (args.pairs or args.texts):
+        raise ValueError(f"{kind} embeds images alone: give --images FILE and no texts")
+    texts = None
     if args.pairs:
         images, texts = _read_pairs(args.pairs)
         source = args.pairs
-    elif args.images and args.texts:
+    elif embedder.image_only:
+        images, source = _read_lines(args.images, "image"), args.images
+    elif args.texts:
         images, texts = _read_lines(args.images, "image"), _read_lines(args.texts, "text")
         if len(images) != len(texts):
             raise ValueError(
@@ -249,10 +262,11 @@ def _run_embed(args) -> None:
             )
         source = args.images
     else:
-        raise ValueError("give --pairs FILE, or --images FILE and --texts FILE")
+        raise ValueError(f"{kind} embeds image-text pairs: give --pairs FILE, or --texts FILE too")
     if not images:
-        raise ValueError(f"{source}: no image-text pairs in the file")
-    embedder = Embedder.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
+        raise ValueError(
+            f"{source}: no {'images' if texts is None else 'image-text pairs'} in the file"
+        )
     vectors = embedder(images, texts).contiguous()
     if out.suffix == ".npy":
         import numpy as np

@@ -67,6 +67,12 @@ class _BaseConfig:
     patch_size: int | tuple[int, int] = 16
     num_channels: int = 3
     initializer_range: float = 0.02
+    # Regularisation for training from scratch (timm's names in ours): stochastic depth whose
+    # rate rises linearly over the blocks to drop_path_rate, and per-channel scales on each
+    # residual branch initialised at layer_scale_init_value (0: no layer scale). Off by
+    # default: the public checkpoints have neither.
+    drop_path_rate: float = 0.0
+    layer_scale_init_value: float = 0.0
     num_labels: int = 2
     id2label: dict[int, str] | None = None
     label2id: dict[str, int] | None = None
@@ -132,6 +138,15 @@ class _BaseConfig:
             value = getattr(self, f)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"{name}.{f} must be in [0, 1), got {value!r}")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ConfigError(
+                f"{name}.drop_path_rate must be in [0, 1), got {self.drop_path_rate!r}"
+            )
+        if self.layer_scale_init_value < 0:
+            raise ConfigError(
+                f"{name}.layer_scale_init_value must be >= 0 (0: off), got "
+                f"{self.layer_scale_init_value!r}"
+            )
         if self.layer_norm_eps <= 0:
             raise ConfigError(
                 f"{name}.layer_norm_eps must be positive, got {self.layer_norm_eps!r}"
@@ -250,6 +265,10 @@ class ViltConfig(_BaseConfig):
     # less work; last_hidden_state is then (B, 1, D). Models that read every text position
     # (MLM, pretraining) and calls asking for hidden states or attentions run in full.
     pooled_only: bool = False
+    # ViltForPreTraining adds word-patch alignment (an optimal-transport distance between a
+    # pair's words and patches, lowered for matched pairs, raised for mismatched) at this
+    # weight; 0 leaves it out. The ViLT paper trains with 0.1.
+    wpa_weight: float = 0.0
 
     def _positive_fields(self) -> tuple[str, ...]:
         return (
@@ -278,6 +297,8 @@ class ViltConfig(_BaseConfig):
                 f"ViltConfig.num_images={self.num_images} needs modality_type_vocab_size >= "
                 f"{self.num_images + 1}, got {self.modality_type_vocab_size}"
             )
+        if not self.wpa_weight >= 0:
+            raise ConfigError(f"ViltConfig.wpa_weight must be >= 0, got {self.wpa_weight!r}")
         if not isinstance(self.pooled_only, bool):
             raise ConfigError(
                 f"ViltConfig.pooled_only must be true or false, got {self.pooled_only!r}"

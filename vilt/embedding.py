@@ -1,9 +1,11 @@
-"""Embedding and scoring image-text pairs with a ViLT model.
+"""Embedding and scoring image-text pairs with a ViLT model, and images with a ViT.
 
 ``embed(images, texts, model)`` returns the pooled joint representation of each pair (the
-tanh-pooled [CLS] state that ViLT's heads read); :class:`Embedder` keeps a model and its
-processor loaded for repeated calls and, when the model has an image-text matching head,
-scores pairs (``match``). Padding never changes a result, so a pair's embedding does not
+tanh-pooled [CLS] state that ViLT's heads read); ``embed(images, model=vit)`` returns each
+image's ViT embedding (the features its classifier reads: the final-norm class token, or the
+mean patch token for ``pooling="mean"``). :class:`Embedder` keeps a model and its processor
+loaded for repeated calls and, when the model has an image-text matching head, scores pairs
+(``match``). Padding never changes a result, so a pair's embedding does not
 depend on what else is in its batch; pairs are therefore free to be reordered into batches
 that pad little, and each image is decoded once per call however many pairs it is in.
 """
@@ -25,6 +27,8 @@ from .modeling import (
     ViltForImageTextMatching,
     ViltForPreTraining,
     ViltModel,
+    ViTForImageClassification,
+    ViTModel,
     load_model,
 )
 from .processing import ImageInputError
@@ -45,6 +49,28 @@ def vilt_backbone(model: Any) -> ViltModel:
         f"embedding needs a ViLT model (ViltModel or a ViltFor... class), got "
         f"{type(model).__name__}"
     )
+
+
+def vit_backbone(model: Any) -> ViTModel | None:
+    """The ViTModel inside a ViT class, or None for anything else."""
+    if isinstance(model, ViTModel):
+        return model
+    if isinstance(model, ViTForImageClassification):
+        return model.vit
+    return None
+
+
+def image_processor_for(path: str | os.PathLike, model: PreTrainedModel) -> Any:
+    """The processor saved beside a checkpoint: a ViltProcessor for ViLT, the image processor
+    for ViT (the model's own image size when none was saved)."""
+    from .processing import ViltProcessor, ViTImageProcessor
+
+    if vit_backbone(model) is None:
+        return ViltProcessor.from_pretrained(path)
+    try:
+        return ViTImageProcessor.from_pretrained(path)
+    except FileNotFoundError:  # no preprocessor_config.json: the model's own image size
+        return ViTImageProcessor.from_config(model.config)
 
 
 def check_texts(texts: Sequence[str]) -> None:
@@ -74,11 +100,18 @@ def check_pairs(images: Sequence[ImageLike], texts: Sequence[str]) -> None:
 
 
 class Embedder:
-    """A ViLT model and its processor, ready to embed or score many image-text pairs.
+    """A model and its processor, ready to embed (or score) many inputs.
 
-    The model is put in eval mode. ``device``: where to run (the model is moved there); None
-    keeps the model where it is.
-    ``progress``: show a progress bar (None: only for calls of more than 8 batches).
+    A ViLT model of any class embeds image-text pairs (and, with an image-text matching
+    head, scores them: :meth:`match`); a ViT model embeds images alone. The model is put in
+    eval mode.
+
+    Args:
+        model: a ViLT model (any class) or a ViT model (ViTModel, ViTForImageClassification).
+        processor: its ViltProcessor (ViLT) or image processor (ViT).
+        device: where to run (the model is moved there); None keeps the model where it is.
+        batch_size: inputs per forward pass.
+        progress: show a progress bar (None: only for calls of more than 8 batches).
     """
 
     def __init__(
@@ -90,18 +123,27 @@ class Embedder:
         batch_size: int = 32,
         progress: bool | None = None,
     ) -> None:
-        self.backbone = vilt_backbone(model)
-        if self.backbone.pooler is None:
-            raise ValueError("the model was built without a pooler; embeddings need one")
-        if not (hasattr(processor, "tokenizer") and hasattr(processor, "image_processor")):
-            raise TypeError(
-                f"processor must be a ViltProcessor (tokenizer + image processor), got "
-                f"{type(processor).__name__}"
-            )
+        vit = vit_backbone(model)
+        self.image_only = vit is not None
+        if vit is not None:
+            self.backbone: ViTModel | ViltModel = vit
+            if not hasattr(processor, "preprocess_one") or hasattr(processor, "tokenizer"):
+                raise TypeError(
+                    f"a ViT model embeds images with its image processor (ViTImageProcessor), "
+                    f"got {type(processor).__name__}"
+                )
+        else:
+            self.backbone = vilt_backbone(model)
+            if self.backbone.pooler is None:
+                raise ValueError("the model was built without a pooler; embeddings need one")
+            if not (hasattr(processor, "tokenizer") and hasattr(processor, "image_processor")):
+                raise TypeError(
+                    f"processor must be a ViltProcessor (tokenizer + image processor), got "
+                    f"{type(processor).__name__}"
+                )
+            processor.check_model(self.backbone.config, type(model).__name__)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if hasattr(processor, "check_model"):
-            processor.check_model(self.backbone.config, type(model).__name__)
         if device is not None:
             model.to(device)
         self.model = model.eval()
@@ -114,13 +156,12 @@ class Embedder:
     def from_pretrained(
         cls, path_or_name: str | os.PathLike, *, device: str | torch.device | None = None, **options
     ) -> Embedder:
-        """Load the model (any ViLT class) and the processor saved beside it; ``device``
-        defaults to CUDA when there is one."""
-        from .processing import ViltProcessor
-
+        """Load the model (any ViLT or ViT class) and the processor saved beside it;
+        ``device`` defaults to CUDA when there is one."""
         model = load_model(path_or_name)
-        vilt_backbone(model)  # a ViT checkpoint is named as such, before its missing tokenizer
-        processor = ViltProcessor.from_pretrained(path_or_name)
+        if vit_backbone(model) is None:
+            vilt_backbone(model)  # anything else is named as such, before its missing files
+        processor = image_processor_for(path_or_name, model)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return cls(model, processor, device=device, **options)
@@ -130,9 +171,26 @@ class Embedder:
         return isinstance(self.model, ViltForImageTextMatching | ViltForPreTraining)
 
     def __call__(
-        self, images: Sequence[ImageLike], texts: Sequence[str], *, batch_size: int | None = None
+        self,
+        images: Sequence[ImageLike],
+        texts: Sequence[str] | None = None,
+        *,
+        batch_size: int | None = None,
     ) -> torch.Tensor:
-        """(N, hidden_size) float32 tensor on the CPU: the pooled state of each pair, in order."""
+        """(N, hidden_size) float32 tensor on the CPU, one row per input, in order.
+
+        Args:
+            images: the images (PIL images, paths, arrays or tensors).
+            texts: one text per image for a ViLT model; none for a ViT model.
+            batch_size: overrides the Embedder's for this call.
+        """
+        if self.image_only:
+            if texts is not None:
+                raise TypeError(f"{type(self.model).__name__} embeds images alone: pass no texts")
+            check_images(images)
+            return self._run_images(images, batch_size)
+        if texts is None:
+            raise TypeError("a ViLT model embeds image-text pairs: pass texts, one per image")
         check_pairs(images, texts)
         pairs = [(i, i) for i in range(len(texts))]
         return self._run(images, texts, pairs, batch_size, itm=False)
@@ -196,6 +254,28 @@ class Embedder:
             out[rows] = run(inputs).float().cpu()
         return out
 
+    @torch.no_grad()
+    def _run_images(self, images: Sequence[ImageLike], batch_size: int | None) -> torch.Tensor:
+        size = self.batch_size if batch_size is None else batch_size
+        if size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {size}")
+        mean = self.backbone.config.pooling == "mean"
+        out = torch.empty(len(images), self.backbone.config.hidden_size)
+        show = self.progress if self.progress is not None else len(images) > 8 * size
+        with (
+            tqdm(total=len(images), desc="images", unit="image", disable=not show) as bar,
+            ThreadPoolExecutor(max(1, min(size, torch.get_num_threads()))) as pool,
+        ):
+            for start in range(0, len(images), size):
+                rows = range(start, min(start + size, len(images)))
+                tensors = list(pool.map(lambda i: self._preprocess(images[i], i), rows))
+                pixels = self.processor.pad(tensors)["pixel_values"].to(self.device)
+                tokens = self.backbone.forward_features(pixels, interpolate_pos_encoding=True)
+                pooled = tokens[:, 1:].mean(dim=1) if mean else tokens[:, 0]
+                out[start : start + len(rows)] = pooled.float().cpu()
+                bar.update(len(rows))
+        return out
+
     def _batches(
         self,
         images: Sequence[ImageLike],
@@ -241,8 +321,9 @@ class Embedder:
                 bar.update(len(rows))
 
     def _preprocess(self, image: ImageLike, index: int) -> torch.Tensor:
+        images = self.processor if self.image_only else self.processor.image_processor
         try:
-            return self.processor.image_processor.preprocess_one(image, normalize=False)
+            return images.preprocess_one(image, normalize=False)
         except ImageInputError as err:  # the message names the file; add the position
             raise ImageInputError(f"image {index}: {err}") from None
         except TypeError as err:  # not an image at all
@@ -257,26 +338,39 @@ class Embedder:
 
 def embed(
     images: Sequence[ImageLike],
-    texts: Sequence[str],
-    model: PreTrainedModel | str | os.PathLike,
+    texts: Sequence[str] | None = None,
+    model: PreTrainedModel | str | os.PathLike | None = None,
     batch_size: int = 32,
     device: str | torch.device | None = None,
     *,
     processor: Any = None,
     progress: bool | None = None,
 ) -> torch.Tensor:
-    """(N, hidden_size) float32 pooled joint representation, one row per image-text pair.
+    """(N, hidden_size) float32 embeddings: one row per image-text pair for a ViLT model (the
+    pooled joint representation), one row per image for a ViT model (``texts`` left out).
 
-    ``model``: a checkpoint path or name (its processor is loaded with it), or a loaded ViLT
-    model of any class, in which case pass its ``processor`` too; the model is left in the
-    train/eval mode it came in (moved to ``device`` when one is given).
+    Args:
+        images: the images (PIL images, paths, arrays or tensors).
+        texts: one text per image (ViLT); None for a ViT.
+        model: a checkpoint path or name (its processor is loaded with it), or a loaded model
+            of any ViLT or ViT class, in which case pass its ``processor`` too; the model is
+            left in the train/eval mode it came in (moved to ``device`` when one is given).
+        batch_size: inputs per forward pass.
+        device: where to run (default: where the model is; for a path, CUDA when there is one).
+        processor: the processor of a loaded model.
+        progress: show a progress bar (None: only for long calls).
     """
+    if model is None:
+        raise TypeError(
+            "embed() needs a model: embed(images, texts, model) or embed(images, model=vit)"
+        )
     if isinstance(model, str | os.PathLike):
         embedder = Embedder.from_pretrained(
             model, device=device, batch_size=batch_size, progress=progress
         )
         return embedder(images, texts)
-    vilt_backbone(model)
+    if vit_backbone(model) is None:
+        vilt_backbone(model)
     if processor is None:
         raise ValueError("embed() with a loaded model needs its processor: embed(..., processor=)")
     training = model.training

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .embedding import vilt_backbone
+from .embedding import image_processor_for, vilt_backbone
 from .modeling import PreTrainedModel, ViltForQuestionAnswering, load_model
 from .modeling.vit import ViTForImageClassification, ViTModel
 from .processing.views import AveragedViews, test_time_views
@@ -88,17 +88,6 @@ def answer_question(
     return [(names.get(int(i), str(int(i))), float(v)) for v, i in zip(values, ids, strict=True)]
 
 
-def _processor_for(path: str | os.PathLike, model: PreTrainedModel) -> Any:
-    from .processing import ViltProcessor, ViTImageProcessor
-
-    if not _is_vit(model):
-        return ViltProcessor.from_pretrained(path)
-    try:
-        return ViTImageProcessor.from_pretrained(path)
-    except FileNotFoundError:  # no preprocessor_config.json: the model's own image size
-        return ViTImageProcessor.from_config(model.config)
-
-
 @torch.no_grad()
 def attention_map(
     model: str | os.PathLike | PreTrainedModel,
@@ -124,7 +113,7 @@ def attention_map(
     path = None
     if isinstance(model, str | os.PathLike):
         path, model = model, load_model(model)
-        processor = processor or _processor_for(path, model)
+        processor = processor or image_processor_for(path, model)
     if processor is None:
         raise ValueError("pass the model's processor with a loaded model")
     picture = _open_image(image)

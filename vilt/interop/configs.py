@@ -89,6 +89,11 @@ def config_to_transformers(config: ViTConfig | ViltConfig, architecture: str) ->
 
     CheckpointError when the model computes something transformers' class cannot."""
     family = config.model_type
+    if config.layer_scale_init_value:
+        raise CheckpointError(
+            f"{type(config).__name__}.layer_scale_init_value={config.layer_scale_init_value!r}: "
+            "transformers' ViT and ViLT have no layer scale, so this model cannot be exported"
+        )
     if family == "vit" and config.pooling != "cls":
         raise CheckpointError(
             f"ViTConfig.pooling={config.pooling!r} cannot be exported: transformers' "

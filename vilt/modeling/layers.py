@@ -104,8 +104,41 @@ class Mlp(nn.Module):
         return self.drop(activation_linear(self.fc1(x), self.fc2, self.act_name, self.act))
 
 
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zero a residual branch for a random ``rate`` of the
+    samples and scale the rest by 1 / (1 - rate); the identity in eval or at rate 0."""
+
+    def __init__(self, rate: float = 0.0) -> None:
+        super().__init__()
+        self.rate = float(rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate:g}"
+
+
+class LayerScale(nn.Module):
+    """A learned per-channel scale on a residual branch (CaiT's layer scale)."""
+
+    def __init__(self, dim: int, init_value: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)).
+
+    ``drop_path`` (stochastic depth) and ``layer_scale`` (an initial per-channel scale, 0: off)
+    act on both residual branches; both are off by default, as in the public checkpoints."""
 
     def __init__(
         self,
@@ -118,6 +151,8 @@ class Block(nn.Module):
         drop: float = 0.0,
         attn_drop: float = 0.0,
         eps: float = 1e-12,
+        drop_path: float = 0.0,
+        layer_scale: float = 0.0,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
@@ -126,6 +161,9 @@ class Block(nn.Module):
         )
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim=dim, hidden_dim=mlp_dim, act=act, drop=drop)
+        self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def forward(
         self,
@@ -136,8 +174,8 @@ class Block(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``queries``: compute the output of the first ``queries`` tokens only."""
         attn_out, weights = self.attn(self.norm1(x), mask, output_attentions, queries)
-        x = (x if queries is None else x[:, :queries]) + attn_out
-        x = x + self.mlp(self.norm2(x))
+        x = (x if queries is None else x[:, :queries]) + self.drop_path(self.ls1(attn_out))
+        x = x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
         return x, weights
 
 
@@ -146,6 +184,9 @@ class Encoder(nn.Module):
 
     def __init__(self, config) -> None:
         super().__init__()
+        depth = config.num_hidden_layers
+        # stochastic depth rises linearly from 0 at the first block to the rate at the last
+        rates = [config.drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(
                 dim=config.hidden_size,
@@ -156,8 +197,10 @@ class Encoder(nn.Module):
                 drop=config.hidden_dropout_prob,
                 attn_drop=config.attention_probs_dropout_prob,
                 eps=config.layer_norm_eps,
+                drop_path=rate,
+                layer_scale=config.layer_scale_init_value,
             )
-            for _ in range(config.num_hidden_layers)
+            for rate in rates
         )
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.gradient_checkpointing = False

@@ -65,11 +65,15 @@ class TaskOutput(EncoderOutput):
 
 @dataclass
 class PreTrainingOutput(EncoderOutput):
-    """ITM + MLM: the summed loss, each loss, and each head's logits."""
+    """ITM + MLM (+ WPA): the summed loss, each loss, and each head's logits.
+
+    ``wpa_loss`` is the word-patch alignment loss before its weight (``config.wpa_weight``);
+    the summed ``loss`` holds it times the weight."""
 
     loss: torch.Tensor | None = None
     itm_loss: torch.Tensor | None = None
     mlm_loss: torch.Tensor | None = None
+    wpa_loss: torch.Tensor | None = None
     itm_logits: torch.Tensor | None = None
     mlm_logits: torch.Tensor | None = None
     scores: torch.Tensor | None = None

@@ -119,6 +119,9 @@ class PreTrainedModel(nn.Module):
     base_model_prefix: str = ""
     # Parameter-name prefixes of task heads: these train at the head learning-rate multiplier.
     head_prefixes: tuple[str, ...] = ()
+    # Parameters a checkpoint may lack even for this very class (a pooler that a backbone was
+    # saved without): initialised, with a warning, rather than refused.
+    optional_prefixes: tuple[str, ...] = ()
     # What the model is trained for ("vqa", ...; "" for the backbones): picks its metrics.
     task: ClassVar[str] = ""
 
@@ -257,7 +260,8 @@ class PreTrainedModel(nn.Module):
             raise CheckpointError(f"{ckpt.source}: weights of the wrong shape: {details}")
         missing = sorted(k for k in own if k not in state)
         unexpected = sorted(k for k in state if k not in own)
-        hard_missing = [k for k in missing if same_class or not is_head(k)]
+        optional = lambda k: k.startswith(self.optional_prefixes)  # noqa: E731
+        hard_missing = [k for k in missing if not optional(k) and (same_class or not is_head(k))]
         if hard_missing or (unexpected and same_class):
             parts = []
             if hard_missing:
@@ -272,7 +276,12 @@ class PreTrainedModel(nn.Module):
         new = sorted(set(missing) | set(reinit))
         self.loading_info = {"newly_initialized": new, "unused": unexpected, "notes": ckpt.notes}
         if new:
-            why = "num_labels changed" if reinit else f"the checkpoint is a {ckpt.architecture}"
+            if reinit:
+                why = "num_labels changed"
+            elif same_class:
+                why = "not in the checkpoint"
+            else:
+                why = f"the checkpoint is a {ckpt.architecture}"
             warnings.warn(
                 f"{type(self).__name__} from {ckpt.source}: newly initialised ({why}): "
                 + ", ".join(new),

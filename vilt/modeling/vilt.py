@@ -13,6 +13,7 @@ from torch import nn
 from ..checks import check_image_type_ids, input_checks_enabled
 from ..config import ViltConfig
 from .embeddings import TextEmbeddings, ViltImageEmbeddings
+from .from_vit import ViltStartingPoints
 from .heads import Pooler
 from .layers import Encoder
 from .outputs import EncoderOutput
@@ -58,7 +59,7 @@ class ViltEmbeddings(nn.Module):
         return text + types[0], image + image_type, keep, patch_index, grid
 
 
-class ViltModel(PreTrainedModel):
+class ViltModel(ViltStartingPoints, PreTrainedModel):
     """The ViLT backbone: embeddings, shared encoder, tanh pooler on the text [CLS].
 
     Args:
@@ -70,6 +71,7 @@ class ViltModel(PreTrainedModel):
     """
 
     config_class = ViltConfig
+    optional_prefixes = ("pooler.",)  # a backbone saved with add_pooling_layer=False
 
     def __init__(
         self,

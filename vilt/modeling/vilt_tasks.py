@@ -17,6 +17,8 @@ from torch import nn
 
 from ..checks import check_itm_labels, input_checks_enabled
 from ..config import ViltConfig
+from .alignment import wpa_distance, wpa_token_masks
+from .from_vit import ViltStartingPoints
 from .heads import MLMHead, itm_scores, mlp_classifier
 from .outputs import EncoderOutput, PreTrainingOutput, TaskOutput
 from .pretrained import PreTrainedModel
@@ -25,11 +27,12 @@ from .vilt import ViltModel
 IGNORE_INDEX = -100
 
 
-class _ViltWithHead(PreTrainedModel):
+class _ViltWithHead(ViltStartingPoints, PreTrainedModel):
     """Shared plumbing of the task models: a ``vilt`` backbone and the call into it."""
 
     config_class = ViltConfig
     base_model_prefix = "vilt"
+    optional_prefixes = ("vilt.pooler.",)  # from a backbone saved with add_pooling_layer=False
     # heads that read every text position build a full backbone whatever config.pooled_only says
     reads_every_token: ClassVar[bool] = False
 
@@ -93,8 +96,13 @@ class ViltForQuestionAnswering(_ViltWithHead):
         """Answer logits (B, num_labels); with ``labels`` (B, num_labels) soft scores, the loss.
 
         Args:
-            input_ids, pixel_values, attention_mask, token_type_ids, pixel_mask,
-                output_attentions, output_hidden_states: as for :class:`ViltModel`.
+            input_ids: (B, T) token ids.
+            pixel_values: (B, C, H, W) normalised images, padded at the bottom/right.
+            attention_mask: (B, T), 1 = real token.
+            token_type_ids: (B, T) segment ids (default 0).
+            pixel_mask: (B, H, W), 1 = real pixel.
+            output_attentions: return each block's attention weights.
+            output_hidden_states: return the embeddings and each block's output.
             labels: (B, num_labels) soft target scores in [0, 1].
         """
         out = self._encode(
@@ -157,8 +165,13 @@ class ViltForImageTextMatching(_ViltWithHead):
         """Match logits (B, 2) and ``scores`` (B,) = logit(match) - logit(mismatch).
 
         Args:
-            input_ids, pixel_values, attention_mask, token_type_ids, pixel_mask,
-                output_attentions, output_hidden_states: as for :class:`ViltModel`.
+            input_ids: (B, T) token ids.
+            pixel_values: (B, C, H, W) normalised images, padded at the bottom/right.
+            attention_mask: (B, T), 1 = real token.
+            token_type_ids: (B, T) segment ids (default 0).
+            pixel_mask: (B, H, W), 1 = real pixel.
+            output_attentions: return each block's attention weights.
+            output_hidden_states: return the embeddings and each block's output.
             labels: (B,) 1 = the text matches the image, 0 = it does not.
         """
         out = self._encode(
@@ -219,8 +232,13 @@ class ViltForMaskedLM(_ViltWithHead):
         """Vocabulary logits (B, T, vocab_size) at the text positions.
 
         Args:
-            input_ids, pixel_values, attention_mask, token_type_ids, pixel_mask,
-                output_attentions, output_hidden_states: as for :class:`ViltModel`.
+            input_ids: (B, T) token ids.
+            pixel_values: (B, C, H, W) normalised images, padded at the bottom/right.
+            attention_mask: (B, T), 1 = real token.
+            token_type_ids: (B, T) segment ids (default 0).
+            pixel_mask: (B, H, W), 1 = real pixel.
+            output_attentions: return each block's attention weights.
+            output_hidden_states: return the embeddings and each block's output.
             labels: (B, T) the original token ids at masked positions, -100 elsewhere.
         """
         out = self._encode(
@@ -234,8 +252,12 @@ class ViltForMaskedLM(_ViltWithHead):
 
 
 class ViltForPreTraining(_ViltWithHead):
-    """ITM + MLM in one pass. The MLM loss counts only matched pairs (a caption cannot be
-    recovered from the wrong image); the total loss is the sum of both.
+    """ITM + MLM in one pass, and word-patch alignment when ``config.wpa_weight`` > 0. The MLM
+    loss counts only matched pairs (a caption cannot be recovered from the wrong image). WPA,
+    as the ViLT paper trains it: each pair's optimal-transport distance between its words
+    (without [CLS] and [SEP]) and its patches (without the image class token), summed with a
+    plus sign for matched pairs and a minus sign for mismatched ones (all pairs count as matched
+    without ``itm_labels``), over the batch size. The total loss is ITM + MLM + weight * WPA.
 
     Args:
         config: the model's sizes.
@@ -268,8 +290,13 @@ class ViltForPreTraining(_ViltWithHead):
         """ITM logits (B, 2), MLM logits (B, T, vocab_size), and the losses given labels.
 
         Args:
-            input_ids, pixel_values, attention_mask, token_type_ids, pixel_mask,
-                output_attentions, output_hidden_states: as for :class:`ViltModel`.
+            input_ids: (B, T) token ids.
+            pixel_values: (B, C, H, W) normalised images, padded at the bottom/right.
+            attention_mask: (B, T), 1 = real token.
+            token_type_ids: (B, T) segment ids (default 0).
+            pixel_mask: (B, H, W), 1 = real pixel.
+            output_attentions: return each block's attention weights.
+            output_hidden_states: return the embeddings and each block's output.
             itm_labels: (B,) 1 = matched pair, 0 = mismatched.
             mlm_labels: (B, T) original ids at masked positions, -100 elsewhere; positions of
                 mismatched pairs are ignored.
@@ -290,15 +317,38 @@ class ViltForPreTraining(_ViltWithHead):
                 mlm_labels = mlm_labels.masked_fill(~matched, IGNORE_INDEX)
             mlm_loss = _mlm_loss(mlm_logits, mlm_labels)
         losses = [x for x in (itm_loss, mlm_loss) if x is not None]
+        wpa_loss = None
+        if self.config.wpa_weight > 0 and (itm_labels is not None or mlm_labels is not None):
+            wpa_loss = self._wpa_loss(out, attention_mask, input_ids, itm_labels)
+            losses.append(self.config.wpa_weight * wpa_loss)
         return PreTrainingOutput(
             **out.to_dict(),
             loss=sum(losses) if losses else None,
             itm_loss=itm_loss,
             mlm_loss=mlm_loss,
+            wpa_loss=wpa_loss,
             itm_logits=itm_logits,
             mlm_logits=mlm_logits,
             scores=itm_scores(itm_logits),
         )
+
+    def _wpa_loss(
+        self,
+        out: EncoderOutput,
+        attention_mask: torch.Tensor | None,
+        input_ids: torch.Tensor,
+        itm_labels: torch.Tensor | None,
+    ) -> torch.Tensor:
+        t = out.text_length
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        text_mask, image_mask = wpa_token_masks(attention_mask, out.attention_mask[:, t:])
+        states = out.last_hidden_state
+        distance = wpa_distance(states[:, :t], states[:, t:], text_mask, image_mask)
+        if itm_labels is None:
+            return distance.mean()
+        sign = torch.where(itm_labels.reshape(-1) == 1, 1.0, -1.0)
+        return (sign * distance).sum() / distance.shape[0]
 
 
 class ViltForImagesAndTextClassification(_ViltWithHead):
@@ -339,8 +389,11 @@ class ViltForImagesAndTextClassification(_ViltWithHead):
         """Logits (B, num_labels) from the text paired with each of its images.
 
         Args:
-            input_ids, attention_mask, token_type_ids, output_attentions,
-                output_hidden_states: as for :class:`ViltModel`.
+            input_ids: (B, T) token ids.
+            attention_mask: (B, T), 1 = real token.
+            token_type_ids: (B, T) segment ids (default 0).
+            output_attentions: return each block's attention weights.
+            output_hidden_states: return the embeddings and each block's output.
             pixel_values: (B, num_images, C, H, W).
             pixel_mask: (B, num_images, H, W), 1 = real pixel.
             labels: (B,) class ids.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,8 +21,10 @@ class ViTModel(PreTrainedModel):
     """Patches + class token through the shared encoder; tanh pooler on the class token."""
 
     config_class = ViTConfig
-    # a classification checkpoint has no pooler (as in transformers): initialised, with a warning
+    # a classification checkpoint has no pooler (as in transformers), nor has a ViTModel saved
+    # with add_pooling_layer=False (as self-supervised ViTs are): initialised, with a warning
     head_prefixes = ("pooler.",)
+    optional_prefixes = ("pooler.",)
 
     def __init__(self, config: ViTConfig, *, add_pooling_layer: bool = True) -> None:
         super().__init__(config)
@@ -60,6 +64,73 @@ class ViTModel(PreTrainedModel):
             grid_size=grid,
         )
 
+    def forward_features(
+        self, pixel_values: torch.Tensor, *, interpolate_pos_encoding: bool = False
+    ) -> torch.Tensor:
+        """(B, 1 + patches, D): every token's state after the final norm, class token first.
+
+        Args:
+            pixel_values: (B, C, H, W) normalised images.
+            interpolate_pos_encoding: as for :meth:`forward`.
+        """
+        x = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        return self.encoder(x)[0]
+
+    def forward_intermediates(
+        self,
+        pixel_values: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NCHW",
+        include_cls: bool = False,
+        interpolate_pos_encoding: bool = False,
+    ) -> list[torch.Tensor]:
+        """The outputs of chosen blocks, as feature maps for dense heads (timm's habit).
+
+        Args:
+            pixel_values: (B, C, H, W) normalised images.
+            indices: which blocks: None for every one, an int n for the last n, or a list of
+                block indices (negative counts from the end). Blocks after the last chosen
+                one are not run.
+            norm: pass each output through the final LayerNorm.
+            output_fmt: "NCHW" for (B, D, rows, cols) maps of the patch tokens, "NLC" for
+                the (B, tokens, D) sequences.
+            include_cls: with "NLC", keep the class token in front.
+            interpolate_pos_encoding: as for :meth:`forward`.
+
+        Returns:
+            One tensor per chosen block, in block order.
+        """
+        depth = len(self.encoder.blocks)
+        if indices is None:
+            chosen = list(range(depth))
+        elif isinstance(indices, int):
+            if not 1 <= indices <= depth:
+                raise ValueError(f"indices={indices}: the model has {depth} blocks")
+            chosen = list(range(depth - indices, depth))
+        else:
+            chosen = sorted({i % depth if -depth <= i < depth else i for i in indices})
+            if any(not 0 <= i < depth for i in chosen):
+                raise ValueError(f"indices {list(indices)} reach past the model's {depth} blocks")
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        x = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        ph, pw = self.embeddings.patch_embeddings.patch_size
+        rows, cols = pixel_values.shape[-2] // ph, pixel_values.shape[-1] // pw
+        out = []
+        for i, block in enumerate(self.encoder.blocks[: chosen[-1] + 1]):
+            x, _ = block(x)
+            if i not in chosen:
+                continue
+            y = self.encoder.norm(x) if norm else x
+            if output_fmt == "NCHW":
+                y = y[:, 1:].transpose(1, 2).reshape(y.shape[0], -1, rows, cols)
+            elif not include_cls:
+                y = y[:, 1:]
+            out.append(y)
+        return out
+
 
 class ViTForImageClassification(PreTrainedModel):
     """ViT with a linear head on the class token (or the mean patch token, config.pooling)."""
@@ -91,8 +162,10 @@ class ViTForImageClassification(PreTrainedModel):
         """Class logits (B, num_labels); with ``labels``, the loss.
 
         Args:
-            pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding:
-                as for :class:`ViTModel`.
+            pixel_values: (B, C, H, W) normalised images.
+            output_attentions: return each block's attention weights.
+            output_hidden_states: return the embeddings and each block's output.
+            interpolate_pos_encoding: resize the position grid to another image size.
             labels: (B,) class ids (cross-entropy), (B, num_labels) float targets
                 (multi-label BCE), or (B,) values when num_labels is 1 (MSE).
         """
@@ -109,6 +182,34 @@ class ViTForImageClassification(PreTrainedModel):
         if labels is not None:
             loss = classification_loss(logits, labels, self.config.num_labels)
         return TaskOutput(**out.to_dict(), loss=loss, logits=logits)
+
+    def forward_features(
+        self, pixel_values: torch.Tensor, *, interpolate_pos_encoding: bool = False
+    ) -> torch.Tensor:
+        """The backbone's :meth:`ViTModel.forward_features`."""
+        return self.vit.forward_features(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding
+        )
+
+    def forward_intermediates(
+        self,
+        pixel_values: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NCHW",
+        include_cls: bool = False,
+        interpolate_pos_encoding: bool = False,
+    ) -> list[torch.Tensor]:
+        """The backbone's :meth:`ViTModel.forward_intermediates`."""
+        return self.vit.forward_intermediates(
+            pixel_values,
+            indices,
+            norm=norm,
+            output_fmt=output_fmt,
+            include_cls=include_cls,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+        )
 
 
 def classification_loss(
