@@ -5,7 +5,8 @@ step's gradient norm to a :class:`StepWindow`, which keeps references to those d
 tensors and their sizes: no copy, no kernel, no host read. :meth:`StepWindow.read` (at
 ``log_every`` boundaries, before a checkpoint, at the end) stacks everything into one
 vector and moves it to the host in one transfer; under several processes that vector is
-gathered first, so the one collective also carries each process's stop request. The
+gathered first (padded to the longest: two small collectives), which also carries each
+process's stop request. The
 readings add up until :meth:`StepWindow.flush` makes a ``metrics.csv`` row of them.
 """
 
@@ -73,7 +74,9 @@ class StepWindow:
 
     # -- the step: references only --------------------------------------------------------
     def add(self, loss: torch.Tensor, samples: int, output: Any) -> None:
-        """One batch's loss, sample count and the output's scalar ``*_loss`` parts."""
+        """One batch's loss, sample count and the output's scalar ``*_loss`` parts. Kept by
+        reference: a model whose outputs live in buffers that the next call overwrites (CUDA
+        graph replays, not used by ``TrainingConfig.compile``) would need copies here."""
         self._losses.append(loss.detach())
         self._samples.append(samples)
         self._step_of.append(len(self._steps))
@@ -114,7 +117,7 @@ class StepWindow:
 
     # -- the read: one transfer -------------------------------------------------------------
     def read(self, accelerator: Any, stop: int | None = None) -> Reading:
-        """Everything since the last read, over every process (one gather under several),
+        """Everything since the last read, over every process (a padded gather under several),
         in one device-to-host transfer. Every process must call it at the same steps."""
         vector, names = self._vector(accelerator.device, stop)
         if accelerator.num_processes > 1:

@@ -17,10 +17,10 @@ the global random state in DataLoader workers are not replayed.
 The step never waits on the device (:mod:`~vilt.training.step`): losses, their parts and
 gradient norms stay there until a *read point*: every ``log_every`` steps (the
 ``metrics.csv`` row), before each checkpoint or saved model, and at the end, where the host
-reads them in one transfer (under several processes: one gather, which also exchanges the
+reads them in one transfer (under several processes: a gather, which also exchanges the
 stop requests; between reads the only collective is DDP's gradient all-reduce). So
-``on_nonfinite="raise"`` raises at the next read, naming the step where it first happened;
-"skip" skips the update on the device; several processes stop at the next read after a
+``on_nonfinite="raise"`` raises at the next read (up to ``log_every`` steps late), naming
+the step where it first happened; "skip" skips the update on the device; several processes stop at the next read after a
 SIGTERM, all at the same step; nothing non-finite is ever saved (see
 :mod:`~vilt.training.guards`).
 """
@@ -335,7 +335,7 @@ class Trainer:
     # -- reads ----------------------------------------------------------------------------------
     def _read(self) -> int | None:
         """Read what the steps since the last read left on the device (one transfer; under
-        several processes one gather), update the counters and apply ``on_nonfinite`` and
+        several processes a gather), update the counters and apply ``on_nonfinite`` and
         ``max_consecutive_skips``. Returns a stop request of any process (signal number)."""
         if not self._window.pending:  # the same on every process
             return None
