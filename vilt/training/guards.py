@@ -12,7 +12,8 @@ in the step; the host learns of a non-finite value at the trainer's next read po
   moments untouched and takes back the step count. ``found_inf`` comes from the gradient
   norm after DDP's all-reduce, so every process skips the same steps; :func:`carry_nonfinite`
   makes a non-finite loss on any one process show in that norm. With gradient accumulation
-  the whole step is skipped. Optimizers without such a kernel (foreach AdamW) fall back to a
+  the whole step is skipped; the step still counts (``global_step``, the learning-rate
+  schedule), as before. Optimizers without such a kernel (foreach AdamW) fall back to a
   host read of each loss (:func:`checked_on_host`); under fp16 the gradient scaler skips.
   ``max_consecutive_skips`` skipped steps in a row, or a run whose every step was skipped,
   raise FloatingPointError (:func:`account`, :func:`check_trained`).
@@ -64,10 +65,14 @@ def found_inf(grad_norm: torch.Tensor) -> torch.Tensor:
 
 
 def carry_nonfinite(loss: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
-    """``loss``, plus a term of value 0 whose gradient on ``anchor`` (a trainable parameter) is
-    0 where the loss is finite and NaN where it is not: a non-finite loss then always shows in
-    the gradients, and through DDP's all-reduce in every process's gradient norm, even where
-    its own backward would give finite gradients."""
+    """``loss``, plus a term of value 0 whose gradient on ``anchor`` is 0 where the loss is
+    finite and NaN where it is not: a non-finite loss then always shows in the gradients, and
+    through DDP's all-reduce in every process's gradient norm, even where its own backward
+    would give finite gradients.
+
+    Args:
+        loss: the batch's loss (0-dim, with its graph).
+        anchor: a trainable parameter (the smallest will do) to carry the flag."""
     flag = loss.detach().float() * 0.0  # 0.0, or NaN for a NaN or infinite loss
     return loss + (flag * anchor.sum()).to(loss.dtype)
 
@@ -106,7 +111,12 @@ def stand_in_loss(ddp: nn.parallel.DistributedDataParallel) -> torch.Tensor:
 
 
 def check_weights(model: nn.Module, what: str, step: int) -> None:
-    """Refuse to save NaN or inf weights: FloatingPointError naming the first such tensor."""
+    """Refuse to save NaN or inf weights: FloatingPointError naming the first such tensor.
+
+    Args:
+        model: the bare model about to be saved.
+        what: what would be saved ("checkpoint", "model"), for the message.
+        step: the optimizer step, for the message."""
     name = first_nonfinite_parameter(model)
     if name is not None:
         raise FloatingPointError(f"{name} holds NaN or inf at step {step}: no {what} saved")
@@ -136,7 +146,12 @@ def checked_on_host(loss: torch.Tensor, model: nn.Module) -> torch.Tensor:
 def account(reading: Reading, state: TrainState, config: TrainingConfig) -> None:
     """Add a reading's samples and skips to ``state`` and apply the non-finite rules:
     ``on_nonfinite="raise"`` raises on the first non-finite step; with "skip", a run of
-    ``max_consecutive_skips`` skipped steps raises, shorter ones are logged."""
+    ``max_consecutive_skips`` skipped steps raises, shorter ones are logged.
+
+    Args:
+        reading: what a read found (:meth:`~vilt.training.progress.StepWindow.read`).
+        state: the run's counters, updated in place.
+        config: ``on_nonfinite``, ``max_consecutive_skips`` and ``log_every``."""
     state.samples_seen += reading.samples
     state.skipped_batches += reading.nonfinite_batches + reading.stood_in
     if reading.first_bad is not None and config.on_nonfinite == "raise":

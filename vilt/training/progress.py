@@ -76,7 +76,12 @@ class StepWindow:
     def add(self, loss: torch.Tensor, samples: int, output: Any) -> None:
         """One batch's loss, sample count and the output's scalar ``*_loss`` parts. Kept by
         reference: a model whose outputs live in buffers that the next call overwrites (CUDA
-        graph replays, not used by ``TrainingConfig.compile``) would need copies here."""
+        graph replays, not used by ``TrainingConfig.compile``) would need copies here.
+
+        Args:
+            loss: the batch's loss, a 0-dim device tensor.
+            samples: the batch's size.
+            output: the model's output; its 0-dim ``*_loss`` fields are logged as columns."""
         self._losses.append(loss.detach())
         self._samples.append(samples)
         self._step_of.append(len(self._steps))
@@ -92,7 +97,13 @@ class StepWindow:
         self._stood_in += 1
 
     def end_step(self, step: int, epoch: int, lr: float, grad_norm: torch.Tensor | None) -> None:
-        """Close optimizer step ``step`` (its gradient norm, before clipping, if computed)."""
+        """Close an optimizer step.
+
+        Args:
+            step: its number (``global_step`` once taken).
+            epoch: the epoch it belongs to.
+            lr: the learning rate it used (of the first parameter group).
+            grad_norm: its gradient norm before clipping, if computed (a device tensor)."""
         first = self._last_step.stop if self._steps else 0
         self._last_step = slice(first, len(self._losses))
         self._steps.append(step)
@@ -118,7 +129,11 @@ class StepWindow:
     # -- the read: one transfer -------------------------------------------------------------
     def read(self, accelerator: Any, stop: int | None = None) -> Reading:
         """Everything since the last read, over every process (a padded gather under several),
-        in one device-to-host transfer. Every process must call it at the same steps."""
+        in one device-to-host transfer. Every process must call it at the same steps.
+
+        Args:
+            accelerator: the run's Accelerator (its device and processes).
+            stop: this process's stop request (a signal number), exchanged with the others."""
         vector, names = self._vector(accelerator.device, stop)
         if accelerator.num_processes > 1:
             vector = accelerator.pad_across_processes(vector)
