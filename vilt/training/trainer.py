@@ -20,9 +20,9 @@ gradient norms stay there until a *read point*: every ``log_every`` steps (the
 reads them in one transfer (under several processes: a gather, which also exchanges the
 stop requests; between reads the only collective is DDP's gradient all-reduce). So
 ``on_nonfinite="raise"`` raises at the next read (up to ``log_every`` steps late), naming
-the step where it first happened; "skip" skips the update on the device; several processes stop at the next read after a
-SIGTERM, all at the same step; nothing non-finite is ever saved (see
-:mod:`~vilt.training.guards`).
+the step where it first happened; "skip" skips the update on the device; several processes
+stop at the next read after a SIGTERM, all at the same step; nothing non-finite is ever
+saved (see :mod:`~vilt.training.guards`).
 """
 
 from __future__ import annotations
