@@ -215,8 +215,9 @@ def compare(recipe: str, versions: dict[str, Path], args: argparse.Namespace) ->
             ratio = case.extra[f"before_{key}_s_per_step"] / case.extra[f"vilt_{key}_s_per_step"]
             case.extra[f"{key}_ratio"] = ratio
         case.extra["reference"] = str(versions["before"])
-    case.extra.update(preset=shape["preset"], batch_size=BATCH, log_every=LOG_EVERY, steps=args.steps,
-                      on_nonfinite=args.on_nonfinite, threads=args.threads or "torch's default")  # fmt: skip
+    case.extra.update(preset=shape["preset"], batch_size=BATCH, log_every=LOG_EVERY,
+                      steps=args.steps, on_nonfinite=args.on_nonfinite,
+                      threads=args.threads or "torch's default")  # fmt: skip
     return case
 
 

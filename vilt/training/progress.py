@@ -179,7 +179,7 @@ class StepWindow:
             head, bad, values, parts = torch.zeros(4, device=device), zeros, zeros, []
         norms = zeros
         if self._norms and all(n is not None for n in self._norms):
-            norms = torch.stack([n.float() for n in self._norms]).to(device)  # type: ignore[union-attr]
+            norms = torch.stack([n.float() for n in self._norms if n is not None]).to(device)
         pieces = [head, host, bad, values, norms]
         if parts:
             pieces.append(torch.stack(parts))
