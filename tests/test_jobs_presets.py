@@ -23,7 +23,12 @@ JOBS = {"vqa": vqa, "pretrain": pretrain, "train_vit": train_vit}
 # the model presets, named by their data set before, by their shape now
 RENAMED = {"vilt-easy-vqa": "vilt-small-h16", "vit-digits": "vit-nano"}
 # config fields added since 4dbc937, at the values that leave the model as it was
-NEW_CONFIG_FIELDS = {"drop_path_rate": 0.0, "layer_scale_init_value": 0.0, "wpa_weight": 0.0}
+NEW_CONFIG_FIELDS = {
+    "drop_path_rate": 0.0,
+    "layer_scale_init_value": 0.0,
+    "wpa_weight": 0.0,
+    "problem_type": None,
+}
 # TrainingConfig fields (and flags) added since 4dbc937, at their defaults; a run that meets
 # no NaN trains as it did
 NEW_TRAINING_FIELDS = {"max_consecutive_skips": 20}

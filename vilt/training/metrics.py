@@ -54,17 +54,28 @@ def _labels(batch: Mapping[str, Any], *names: str) -> torch.Tensor:
     raise KeyError(f"batch has none of {names} (the metric needs labels)")
 
 
+def _class_ids(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Class ids (B,) from class ids, or from soft targets (B, C) (Mixup, CutMix, label
+    smoothing): the class each row weighs most. Decided by shape, not by values."""
+    if labels.is_floating_point() and labels.shape == logits.shape:
+        return labels.argmax(-1)
+    return labels
+
+
 def accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
-    """Top-1 accuracy of ``logits`` (B, C) against class-index ``labels`` (B,)."""
-    labels = _labels(batch, "labels")
+    """Top-1 accuracy of ``logits`` (B, C) against class-index ``labels`` (B,), or against
+    the argmax of soft targets (B, C)."""
+    labels = _class_ids(_labels(batch, "labels"), output.logits)
     return _rows(output.logits.argmax(-1) == labels)
 
 
 def top_k_accuracy(k: int = 5) -> Metric:
-    """Whether the label is among the ``k`` highest logits (all classes when C <= k)."""
+    """Whether the label (or the argmax of soft targets) is among the ``k`` highest logits
+    (all classes when C <= k)."""
 
     def metric(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
-        logits, labels = output.logits, _labels(batch, "labels")
+        logits = output.logits
+        labels = _class_ids(_labels(batch, "labels"), logits)
         top = logits.topk(min(k, logits.shape[-1]), dim=-1).indices
         return _rows((top == labels.unsqueeze(-1)).any(-1))
 
