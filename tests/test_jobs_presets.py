@@ -30,8 +30,16 @@ NEW_CONFIG_FIELDS = {
     "problem_type": None,
 }
 # TrainingConfig fields (and flags) added since 4dbc937, at their defaults; a run that meets
-# no NaN trains as it did
-NEW_TRAINING_FIELDS = {"max_consecutive_skips": 20}
+# no NaN trains as it did; no layer decay, EMA, best model or early stopping
+NEW_TRAINING_FIELDS = {
+    "max_consecutive_skips": 20,
+    "layer_decay": None,
+    "ema_decay": None,
+    "ema_warmup": True,
+    "save_best": None,
+    "save_best_mode": None,
+    "early_stop_patience": None,
+}
 
 
 def assert_same_config(now: dict, before: dict) -> None:

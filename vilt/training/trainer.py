@@ -48,9 +48,10 @@ from .accel import build_accelerator, tracker_config, uses_tensorboard
 from .config import TrainingConfig
 from .evaluate import evaluate
 from .interrupt import StopRequests
+from .kept import KeptWeights
 from .loaders import make_loader
 from .metrics import Metric, metrics_for
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, describe_param_groups
 from .progress import StepWindow
 from .records import MetricsLog, data_skips, write_json_atomic
 from .state import TrainState
@@ -113,12 +114,17 @@ class Trainer:
         self._loader_gen = torch.Generator()
         acc = self.accelerator
         optimizer = build_optimizer(model, config, device=acc.device)
+        if config.layer_decay is not None:
+            lines = describe_param_groups(optimizer.param_groups, config.lr)
+            acc.print(f"layer-wise lr decay {config.layer_decay:g}:\n  " + "\n  ".join(lines))
+        self.kept = KeptWeights(model, config, self.metrics, acc.device)  # EMA, best model
         train_loader = self._loader(train_dataset, collate_fn, train=True)
         eval_loader = None
         if eval_dataset is not None:
             eval_loader = self._loader(eval_dataset, eval_collate_fn or collate_fn, train=False)
         self.model, self.optimizer, self.train_loader = acc.prepare(model, optimizer, train_loader)
         self.eval_loader = acc.prepare(eval_loader) if eval_loader is not None else None
+        self._bare = self.unwrapped_model  # the same parameters, without wrappers
         self.steps_per_epoch = self._steps_per_epoch()
         if config.max_steps is None and self.steps_per_epoch is None:
             raise ValueError("the training data has no length: set TrainingConfig.max_steps")
@@ -171,9 +177,15 @@ class Trainer:
     def _resume(self, path: Path) -> None:
         acc, cfg = self.accelerator, self.config
         saved = ckpt.load_checkpoint(
-            acc, path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
+            acc,
+            path,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            extra_states=self.kept.extra_states(),
         )
         self.state = TrainState.from_record(saved)
+        self.kept.restore(saved, self.unwrapped_model, path)
         same = (saved.get("world_size"), saved.get("batch_size"), saved.get("grad_accum_steps"))
         if same != (acc.num_processes, cfg.batch_size, cfg.grad_accum_steps):
             logger.warning(
@@ -235,11 +247,15 @@ class Trainer:
                     final_eval = self._last_eval
                 else:
                     final_eval = self.evaluate()
-                    self._log_row(log, {"step": self.state.global_step, **final_eval})
+                    step = self.state.global_step
+                    self.kept.after_eval(self.accelerator, self.unwrapped_model, final_eval, step)
+                    self._log_row(log, {"step": step, **final_eval})
             self._save()
         return self._finish(final_eval)
 
     def _done(self) -> bool:
+        if self.kept.should_stop:
+            return True  # early stopping
         if self.config.max_steps is None and self.state.epoch >= self.config.epochs:
             return True  # skipped batches leave steps of total_steps untaken: no extra epoch
         return self.state.global_step >= self.total_steps
@@ -261,6 +277,7 @@ class Trainer:
                     continue
                 st.global_step += 1
                 st.batch_in_epoch = consumed
+                self.kept.after_step(self._bare, st.global_step)
                 self._at_boundary = True
                 pbar.update(1)
                 self._after_step(log, pbar)
@@ -315,6 +332,7 @@ class Trainer:
         periodic = cfg.eval_every and step % cfg.eval_every == 0
         if self.eval_loader is not None and (periodic or self._done()):
             evaluated = self.evaluate()
+            self.kept.after_eval(acc, self.unwrapped_model, evaluated, step)
         self._log_row(log, {**row, **evaluated})
         if self.callbacks:
             record = {"step": step, "epoch": self._epoch_progress(), **evaluated}
@@ -370,6 +388,7 @@ class Trainer:
         if loader is None:
             raise ValueError("no eval_dataset given to the Trainer or to evaluate()")
         out = evaluate(self.accelerator, self.model, loader, self.metrics)
+        out.update(self.kept.evaluate(self.accelerator, loader, self.metrics))  # ema_eval_*
         if dataset is None:
             self._last_eval, self._eval_step = out, self.state.global_step
         return out
@@ -385,6 +404,7 @@ class Trainer:
         record = self.state.record(
             cfg, world_size=acc.num_processes, total_steps=self.total_steps, elapsed_s=elapsed
         )
+        record.update(self.kept.record())
         path = ckpt.save_checkpoint(
             acc,
             cfg.checkpoint_dir,
@@ -393,6 +413,7 @@ class Trainer:
             scheduler=self.scheduler,
             state=record,
             keep_last=cfg.keep_last,
+            extra_states=self.kept.extra_states(),
         )
         self._last_saved_step = self.state.global_step
         return path
@@ -434,6 +455,7 @@ class Trainer:
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
             "data_skips": data_skips(acc, train=self.train_dataset, eval=self.eval_dataset),
             "config": cfg.to_dict(),
+            **self.kept.results(),  # best model, early stopping
         }
         if self._window.last_logged_loss is None and self.state.global_step:
             logger.warning("train_loss is None: the last logged steps had no finite loss")
@@ -441,6 +463,7 @@ class Trainer:
             guards.check_weights(unwrapped, "model", self.state.global_step)  # every process
             if acc.is_main_process:
                 unwrapped.save_pretrained(self.output_dir)
+                self.kept.save_final(self.output_dir, self.state.global_step)
         if acc.is_main_process:
             write_json_atomic(self.output_dir / "results.json", results)
         if self._trackers:
