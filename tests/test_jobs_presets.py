@@ -40,6 +40,21 @@ NEW_TRAINING_FIELDS = {
     "save_best_mode": None,
     "early_stop_patience": None,
 }
+# the ViT job's flags added since 4dbc937, at their defaults: no augmentation or
+# regularisation beyond the preset's shift
+NEW_VIT_FLAGS = {
+    "drop_path": None,
+    "layer_scale": None,
+    "crop_scale": None,
+    "randaugment": 0,
+    "randaugment_magnitude": 9,
+    "trivialaugment": False,
+    "random_erasing": 0.0,
+    "mixup": 0.0,
+    "cutmix": 0.0,
+    "mixup_prob": 1.0,
+    "label_smoothing": 0.0,
+}
 
 
 def assert_same_config(now: dict, before: dict) -> None:
@@ -95,6 +110,8 @@ def test_a_recipe_with_no_flags_resolves_field_by_field_as_before(name, new):
             assert _plain(args[key]) == value, key
     added = {k: v for k, v in args.items() if k not in before["args"] and not k.startswith("_")}
     for key, value in NEW_TRAINING_FIELDS.items():
+        assert added.pop(key) == value, key
+    for key, value in NEW_VIT_FLAGS.items() if name == "train_vit" else ():
         assert added.pop(key) == value, key
     preset_file = added.pop("default_recipe_preset")
     assert Path(preset_file) == ROOT / "recipes" / "presets" / f"{new['recipe_preset']}.json"
