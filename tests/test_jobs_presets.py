@@ -251,3 +251,17 @@ def test_the_recipe_presets_pick_model_shapes_by_shape_names():
     assert small.head_dim == 8 and get_preset("vilt-small").head_dim == 32
     nano = get_preset("vit-nano")
     assert (nano.image_size, nano.patch_size, nano.pooling) == (16, 4, "mean")
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [
+        ("vit-scratch", {"mixup": 0.8, "cutmix": 1.0, "randaugment": 2, "layer_decay": None}),
+        ("vit-finetune", {"layer_decay": 0.75, "ema_decay": 0.999, "head_lr_multiplier": 1.0}),
+    ],
+)
+def test_the_vit_presets_for_scratch_and_fine_tuning_apply_by_name(preset, expected):
+    args = recipe_args("train_vit", ["--recipe-preset", preset, "--init", "runs/some-vit"])
+    assert {k: getattr(args, k) for k in expected} == expected
+    assert args._recipe_record["name"] == preset and args.drop_path == 0.1
+    assert args.label_smoothing == 0.1 and not args.cache_images  # the digits preset is left out

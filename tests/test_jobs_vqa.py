@@ -153,12 +153,18 @@ def test_eval_only_scores_a_saved_model_as_training_did(trained, tmp_path):
 def test_init_from_a_vilt_checkpoint_keeps_its_tokenizer_and_answers(trained, tmp_path):
     out = tmp_path / "again"
     vqa.main([*TINY_VQA, "--init", str(trained), "--max-steps", "1", "--lr", "1e-30",
+              "--layer-decay", "0.8", "--ema-decay", "0.9", "--save-best", "vqa_accuracy",
               "--output-dir", str(out)])  # fmt: skip
     assert (out / "tokenizer.json").read_text() == (trained / "tokenizer.json").read_text()
     before, after = weights(trained), weights(out)
     # the head too: the same answers, so it is loaded, not replaced
     assert same_weights(before, after, atol=1e-20)
     assert results(out)["config"]["lr"] == 1e-30
+    # a ViLT keeps its average and its best model too, each with its processor
+    assert results(out)["best"]["metric"] == "eval_vqa_accuracy"
+    for kept in ("ema", "best"):
+        assert same_weights(weights(out / kept), before, atol=1e-20)
+        assert ViltProcessor.from_pretrained(out / kept).tokenizer.vocab_size > 0
 
 
 def _transformers_mlm(directory, vocab_size=300):

@@ -153,7 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         collate_fn=_collator(args, processor, eval=False),
         eval_collate_fn=_collator(args, processor, eval=True),
     )
-    return _report(job, trainer.train())
+    results = trainer.train()
+    job.save_beside_kept(processor)
+    return _report(job, results)
 
 
 def _held_out(job: Job, processor: ViltProcessor) -> Any:

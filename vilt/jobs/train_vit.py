@@ -182,10 +182,7 @@ def _train(job: Job) -> int:
         eval_collate_fn=collate,
     )
     results = trainer.train()
-    if job.is_main:  # the averaged and the best model load with their processor too
-        for kept in ("ema", "best"):
-            if (job.out / kept / "config.json").is_file():
-                processor.save_pretrained(job.out / kept)
+    job.save_beside_kept(processor)  # ema/ and best/ load with their processor too
     return _report(job, results)
 
 

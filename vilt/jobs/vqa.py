@@ -219,6 +219,7 @@ def _train(job: Job) -> int:
         eval_collate_fn=collate,
     )
     results = trainer.train()
+    job.save_beside_kept(processor)
     extra = _finish_outputs(job, trainer.accelerator, trainer.model, processor, test, collate)
     _report(job, results, test, extra)
     return 0
