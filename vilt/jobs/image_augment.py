@@ -14,9 +14,9 @@ The API: :func:`add_flags` (the parser), :func:`check_flags` (a bad value or a m
 torchvision: one error line before any data is read), :func:`wrap` (the collator as the
 flags say; unchanged when every flag is off) and :func:`soft_targets`.
 
-Every draw comes from torch's generator forked and seeded by (seed, epoch, the batch's item
-keys), as :mod:`vilt.jobs.augment` draws, so DataLoader workers and a resumed run replay
-them and the global random state is left as it was.
+Every draw comes from torch's CPU generator, forked and seeded by (seed, epoch, the batch's
+item keys), as :mod:`vilt.jobs.augment` draws, so DataLoader workers and a resumed run
+replay them and the global random states (CPU and CUDA) are left as they were.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class ImageTransform(_Seeded):
             return self.collate(kept)
         out = []
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self._seed(kept))
+            torch.random.default_generator.manual_seed(self._seed(kept))  # the CPU one only
             for item in kept:
                 image = item["pixel_values"]
                 if image.dtype != torch.uint8:
@@ -217,7 +217,7 @@ class SoftTargets(_Seeded):
         erase, mix = self._ops
         images, labels = batch["pixel_values"], batch["labels"]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self._seed(kept))
+            torch.random.default_generator.manual_seed(self._seed(kept))  # the CPU one only
             if erase is not None:
                 chosen = torch.rand(len(images)) < self.erasing
                 images = torch.stack(
