@@ -135,3 +135,13 @@ def test_accuracy_on_soft_targets_is_that_of_their_argmax():
     assert torch.equal(accuracy(Out, {"labels": soft}, {}), accuracy(Out, {"labels": ids}, {}))
     top2 = top_k_accuracy(2)
     assert top2(Out, {"labels": soft}, {})[:, 0].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_problem_type_travels_through_transformers_checkpoints(tmp_path):
+    model = vilt.ViTForImageClassification(vit_config(problem_type="single_label_classification"))
+    model.save_pretrained(tmp_path, format="transformers")
+    assert transformers.ViTConfig.from_pretrained(tmp_path).problem_type == (
+        "single_label_classification"
+    )
+    again = vilt.ViTForImageClassification.from_pretrained(tmp_path)
+    assert again.config.problem_type == "single_label_classification"

@@ -33,6 +33,10 @@ def resolve_metric(name: str, known: Iterable[str]) -> str:
     ``ema_eval_<name>``. Losses are always accepted (their parts are only known once a model
     ran); another name must be one of ``known``.
 
+    Args:
+        name: what ``save_best`` says ("accuracy", "ema_loss", "eval_vqa_accuracy", ...).
+        known: the evaluation keys the run will report.
+
     Raises:
         ValueError: naming the metrics there are.
     """
@@ -79,13 +83,20 @@ class BestModel:
 
     @property
     def uses_ema(self) -> bool:
+        """Whether the metric is the moving average's (its weights are the ones kept)."""
         return self.metric.startswith("ema_")
 
     @property
     def should_stop(self) -> bool:
+        """Whether ``patience`` evaluations in a row brought no better value."""
         return self.patience is not None and self.evals_since >= self.patience
 
     def improves(self, value: float) -> bool:
+        """Whether ``value`` beats the best so far (a tie does not; NaN never does).
+
+        Args:
+            value: the metric's new value.
+        """
         if math.isnan(value):
             return False
         if self.value is None:
@@ -93,7 +104,12 @@ class BestModel:
         return value > self.value if self.mode == "max" else value < self.value
 
     def update(self, metrics: Mapping[str, float], step: int) -> bool:
-        """Count one evaluation; whether it is the best so far (the caller then saves)."""
+        """Count one evaluation; whether it is the best so far (the caller then saves).
+
+        Args:
+            metrics: the evaluation's results (``eval_*``, ``ema_eval_*``).
+            step: the optimizer step it was made at.
+        """
         if self.metric not in metrics:
             raise KeyError(
                 f"save_best: the evaluation has no {self.metric!r}; it has {sorted(metrics)}"
@@ -109,7 +125,11 @@ class BestModel:
 
     def save(self, model: torch.nn.Module) -> Path:
         """Write ``model`` (``save_pretrained``) and best.json to ``best/``, replacing the
-        previous best only once the new one is complete. Main process only."""
+        previous best only once the new one is complete. Main process only.
+
+        Args:
+            model: the weights to keep (the model's or the average's).
+        """
         tmp = self.path.with_name(f".tmp-{BEST_DIR}")
         old = self.path.with_name(f".old-{BEST_DIR}")
         for stale in (tmp, old):
@@ -140,7 +160,11 @@ class BestModel:
         }
 
     def load(self, state: Mapping[str, Any] | None) -> None:
-        """Continue from a checkpoint's record (one of another metric is ignored)."""
+        """Continue from a checkpoint's record (one of another metric is ignored).
+
+        Args:
+            state: what :meth:`state` returned when the checkpoint was saved, or None.
+        """
         if not state or state.get("metric") != self.metric:
             return
         self.value, self.step = state.get("value"), state.get("step")

@@ -54,7 +54,11 @@ class ModelEma:
         self._source: int | None = None
 
     def decay_at(self, step: int) -> float:
-        """The decay of the update after optimizer step ``step`` (1 for the first)."""
+        """The decay of the update after optimizer step ``step``.
+
+        Args:
+            step: the optimizer step just taken (1 for the first).
+        """
         if self.warmup:
             return min(self.decay, (1 + step) / (10 + step))
         return self.decay
@@ -82,8 +86,12 @@ class ModelEma:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        """Move the average toward ``model``'s weights after optimizer step ``step``; reads
-        nothing on the host."""
+        """Move the average toward ``model``'s weights; reads nothing on the host.
+
+        Args:
+            model: the trained model, unwrapped (the same one at every call).
+            step: the optimizer step just taken (1 for the first).
+        """
         if self._pairs is None or self._source != id(model):
             self._bind(model)
         assert self._pairs is not None
@@ -102,5 +110,9 @@ class ModelEma:
         return self.module.state_dict()
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Set the averaged weights (strictly: every name of the model)."""
+        """Set the averaged weights.
+
+        Args:
+            state: a state dict with every name of the model (strict).
+        """
         self.module.load_state_dict(state)

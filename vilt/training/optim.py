@@ -50,7 +50,12 @@ _BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
 def layer_id(name: str, depth: int) -> int:
     """The depth of parameter ``name`` for layer-wise decay: 0 for embeddings (names with
     ``embeddings.``, class tokens, position tables), ``i + 1`` for encoder block ``i``
-    (``blocks.<i>.``), ``depth + 1`` for the rest (final norm, pooler, heads)."""
+    (``blocks.<i>.``), ``depth + 1`` for the rest (final norm, pooler, heads).
+
+    Args:
+        name: the parameter's name in the model (``vit.encoder.blocks.3.attn.qkv.weight``).
+        depth: the number of encoder blocks.
+    """
     block = _BLOCK.search(name)
     if block:
         return int(block.group(1)) + 1
@@ -122,7 +127,12 @@ def param_groups(
 def describe_param_groups(groups: list[dict], base_lr: float) -> list[str]:
     """One line per optimizer group: its name, learning rate (and its ratio to
     ``base_lr``), weight decay, tensors and parameters, and the names it holds when it
-    records them (layer-wise decay)."""
+    records them (layer-wise decay).
+
+    Args:
+        groups: the optimizer's ``param_groups`` (or :func:`param_groups`' result).
+        base_lr: the rate the ratios are relative to (the config's ``lr``).
+    """
     lines = []
     for g in groups:
         count = sum(p.numel() for p in g["params"])
