@@ -156,6 +156,9 @@ def test_best_metric_names_and_their_errors(tmp_path):
         TrainingConfig(early_stop_patience=3, save_best="accuracy")
     assert TrainingConfig(save_best="loss").best_mode == "min"
     assert TrainingConfig(save_best="accuracy").best_mode == "max"
+    assert TrainingConfig(save_best="accuracy", save_best_mode="min").best_mode == "min"
+    with pytest.raises(ValueError, match="save_best_mode"):
+        TrainingConfig(save_best="accuracy", save_best_mode="best")
     best = BestModel("eval_accuracy", "max", tmp_path)
     assert best.update({"eval_accuracy": 0.5}, 1) and not best.update({"eval_accuracy": 0.5}, 2)
     assert not best.update({"eval_accuracy": float("nan")}, 3) and best.evals_since == 2
