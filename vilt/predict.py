@@ -15,7 +15,7 @@ from .embedding import vilt_backbone
 from .modeling import PreTrainedModel, ViltForQuestionAnswering, load_model
 from .modeling.vit import ViTForImageClassification, ViTModel
 
-__all__ = ["answer_question", "attention_map"]
+__all__ = ["answer_question", "attention_map", "load_processor"]
 
 
 @contextlib.contextmanager
@@ -90,7 +90,14 @@ def answer_question(
     return [(names.get(int(i), str(int(i))), float(v)) for v, i in zip(values, ids, strict=True)]
 
 
-def _processor_for(path: str | os.PathLike, model: PreTrainedModel) -> Any:
+def load_processor(path: str | os.PathLike, model: PreTrainedModel) -> Any:
+    """The processor saved beside checkpoint ``path`` of ``model``: a ViltProcessor for ViLT,
+    a ViTImageProcessor for ViT (from the model's image size when none was saved).
+
+    Args:
+        path: the checkpoint directory.
+        model: the model loaded from it (its class decides the processor's).
+    """
     from .processing import ViltProcessor, ViTImageProcessor
 
     if not _is_vit(model):
@@ -126,7 +133,7 @@ def attention_map(
     path = None
     if isinstance(model, str | os.PathLike):
         path, model = model, load_model(model)
-        processor = processor or _processor_for(path, model)
+        processor = processor or load_processor(path, model)
     if processor is None:
         raise ValueError("pass the model's processor with a loaded model")
     picture = _open_image(image)
