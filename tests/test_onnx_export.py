@@ -193,7 +193,7 @@ def test_missing_extra_is_one_line_naming_the_install(tmp_path, monkeypatch, cap
 
 def test_import_vilt_loads_no_optional_dependency():
     code = (
-        "import sys, vilt, vilt.cli, vilt.interop.onnx; "
+        "import sys, vilt, vilt.cli, vilt.interop.onnx, vilt.serving, vilt.serving.cli; "
         "print([m for m in ('onnx', 'onnxruntime', 'onnxscript', 'fastapi', 'uvicorn', "
         "'starlette', 'playwright') if m in sys.modules])"
     )

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .serving.cli import add_serve_parser, run_serve
 
 JOBS = {
     "train-vit": ("vilt.jobs.train_vit", "train a ViT image classifier (default: digits)"),
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_embed(sub)
     _add_attention(sub)
     _add_export(sub)
+    add_serve_parser(sub, _command)
     return parser
 
 
@@ -326,6 +328,7 @@ RUNNERS = {
     "embed": _run_embed,
     "attention": _run_attention,
     "export": _run_export,
+    "serve": run_serve,
 }
 
 
