@@ -7,6 +7,7 @@ import asyncio
 import io
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,7 +57,7 @@ def ask(c, i: int, question: str | None = None, **fields):
     return c.post("/v1/vqa", files={"image": ("x.png", png(images(6)[i]))}, data=data)
 
 
-def test_health_and_openapi(models):
+def test_health_openapi_and_pages(models):
     with client(models["vqa"]) as c:
         health = c.get("/health")
         assert health.status_code == 200
@@ -68,6 +69,10 @@ def test_health_and_openapi(models):
         form = schema["paths"]["/v1/vqa"]["post"]["requestBody"]["content"]
         assert "multipart/form-data" in form
         assert c.get("/docs").status_code == 200
+        page = c.get("/")
+        assert page.status_code == 200 and 'id="answers"' in page.text
+        assert c.get("/static/app.js").status_code == 200
+        assert c.get("/static/style.css").status_code == 200
 
 
 def test_vqa_answers_are_what_answer_question_gives(models):
@@ -253,6 +258,16 @@ def test_a_request_over_the_timeout_gets_503(models, monkeypatch):
     with TestClient(app) as c:
         got = ask(c, 0)
     assert got.status_code == 503 and "request timeout of 0.2 s" in got.json()["error"]
+
+
+def test_the_demo_page_ships_as_package_data():
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11 reads pyproject.toml")
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["vilt.serving"]
+    static = root / "vilt" / "serving"
+    shipped = {p for pattern in patterns for p in static.glob(pattern)}
+    assert {"index.html", "app.js", "style.css"} <= {p.name for p in shipped}
 
 
 def test_serve_command_errors_are_one_line(models, tmp_path, capsys, monkeypatch):
