@@ -64,6 +64,7 @@ def test_health_openapi_and_pages(models):
         body = health.json()
         assert body["status"] == "ok" and body["model"] == "ViltForQuestionAnswering"
         assert body["endpoints"] == ["/v1/vqa", "/v1/embed"]
+        assert body["limits"]["max_upload_bytes"] == 10 * 2**20 and body["in_flight"] == 0
         schema = c.get("/openapi.json").json()
         assert {"/v1/vqa", "/v1/match", "/v1/embed", "/v1/classify"} <= set(schema["paths"])
         form = schema["paths"]["/v1/vqa"]["post"]["requestBody"]["content"]
@@ -224,6 +225,37 @@ def test_upload_size_and_image_pixel_limits(models):
                      files={"image": ("x.png", noise_png(16))})  # fmt: skip
         assert got.status_code == 422 and "11 characters" in got.json()["error"]
         assert c.get("/health").status_code == 200
+
+
+def bomb_header(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` pixels in its header and holds none."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+BOMBS = {  # (side, --max-image-pixels, the message): ours decides, or past PIL's, PIL's
+    "over ours": (6000, 25_000_000, "6000x6000 = 36000000 pixels is more than the server's limit"),
+    "over PIL's": (20000, 10**10, "400000000 pixels) exceeds limit of 178956970 pixels"),
+}
+
+
+@pytest.mark.parametrize("case", list(BOMBS))
+def test_a_decompression_bomb_is_refused_from_its_header(models, case):
+    side, limit, words = BOMBS[case]
+    with client(models["vqa"], limits=Limits(max_image_pixels=limit)) as c:
+        got = c.post("/v1/vqa", data={"question": "what"},
+                     files={"image": ("bomb.png", bomb_header(side, side))})  # fmt: skip
+        assert got.status_code == 413, got.text
+        assert words in got.json()["error"]
+        assert ask(c, 0).status_code == 200
 
 
 def test_a_failing_request_fails_alone_and_the_server_goes_on(models, monkeypatch):

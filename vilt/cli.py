@@ -28,8 +28,8 @@ EXAMPLES = """examples:
   vilt predict runs/vqa/model --image cat.png --question "what shape is it?"
   vilt embed runs/vqa/model --pairs pairs.jsonl --out embeddings.safetensors
   vilt attention runs/vqa/model --image cat.png --text "what color?" --out map.png
-  vilt export runs/vqa/model vqa-onnx/ --format onnx --int8
-  vilt serve runs/vqa/model --port 8000              # HTTP API and demo page
+  vilt export runs/vqa vqa-onnx/ --format onnx --int8
+  vilt serve runs/vqa --port 8000              # HTTP API and demo page
 """
 
 
@@ -153,8 +153,8 @@ def _add_export(sub) -> None:
         "Write MODEL as an ONNX directory: model.onnx, config.json, the processor files and\n"
         "onnx_export.json (the graph's inputs and outputs). Batch size, text length, image\n"
         "height and width are dynamic. Needs the onnx extra: pip install 'vilt[onnx]'.",
-        "  vilt export runs/vqa/model vqa-onnx/ --format onnx\n"
-        "  vilt export runs/vqa/model vqa-onnx/ --int8   # also model.int8.onnx",
+        "  vilt export runs/vqa vqa-onnx/ --format onnx\n"
+        "  vilt export runs/vqa vqa-onnx/ --int8   # also model.int8.onnx",
     )
     p.add_argument("model", help="checkpoint directory (ViT classifier or any ViLT class)")
     p.add_argument("out", help="output directory")

@@ -18,6 +18,7 @@ An endpoint the loaded model cannot serve answers 404, naming what it does serve
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -237,6 +238,7 @@ def create_app(
             "status": "ok",
             **engine.describe(),
             "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms},
+            "limits": dataclasses.asdict(limits),
             "batches": {b.name: b.stats() for b in batchers.values()},  # size -> count
             "in_flight": sum(b.in_flight for b in batchers.values()),
         }

@@ -37,8 +37,8 @@ def add_serve_parser(sub: Any, command: Callable[..., Any]) -> None:
         "serves), the demo page at /, the OpenAPI page at /docs. Concurrent requests share\n"
         "forward passes (--max-batch, --max-wait-ms); a request's answer is the same batched\n"
         "or alone. Needs the serve extra: pip install 'vilt[serve]'.",
-        "  vilt serve runs/vqa/model                      # http://127.0.0.1:8000/\n"
-        "  vilt serve runs/vqa/model --host 0.0.0.0 --port 8080 --max-batch 16\n"
+        "  vilt serve runs/vqa                      # http://127.0.0.1:8000/\n"
+        "  vilt serve runs/vqa --host 0.0.0.0 --port 8080 --max-batch 16\n"
         '  curl -F image=@shape.png -F question="what color is it?" '
         "http://127.0.0.1:8000/v1/vqa",
     )

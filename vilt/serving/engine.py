@@ -187,7 +187,9 @@ class Engine:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit decides
             try:
                 image = Image.open(io.BytesIO(data))
-            except (UnidentifiedImageError, Image.DecompressionBombError, OSError):
+            except Image.DecompressionBombError as err:  # past PIL's own (higher) limit
+                raise RequestError(413, f"image: {err}") from None
+            except (UnidentifiedImageError, OSError):
                 raise RequestError(
                     422, "image: not an image the server can read (corrupt or unknown format)"
                 ) from None
