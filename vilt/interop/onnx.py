@@ -327,10 +327,18 @@ class OnnxModel:
         directory: what :func:`export_onnx` wrote.
         int8: run ``model.int8.onnx`` instead of ``model.onnx``.
         threads: onnxruntime's intra-op threads (default: its own choice).
+        spin: let onnxruntime's threads busy-wait for the next call (onnxruntime's default).
+            Off here: spinning threads hold cores that the rest of the process (torch, the
+            image processor, a server's event loop) may need between calls.
     """
 
     def __init__(
-        self, directory: str | os.PathLike, *, int8: bool = False, threads: int | None = None
+        self,
+        directory: str | os.PathLike,
+        *,
+        int8: bool = False,
+        threads: int | None = None,
+        spin: bool = False,
     ) -> None:
         ort = _require("onnxruntime", "running an ONNX model")
         self.directory = Path(directory)
@@ -344,6 +352,7 @@ class OnnxModel:
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = int(threads)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.session = ort.InferenceSession(
             str(self.directory / name), options, providers=["CPUExecutionProvider"]
         )
