@@ -154,7 +154,11 @@ class Embedder:
 
     @classmethod
     def from_pretrained(
-        cls, path_or_name: str | os.PathLike, *, device: str | torch.device | None = None, **options
+        cls,
+        path_or_name: str | os.PathLike,
+        *,
+        device: str | torch.device | None = None,
+        **options: Any,
     ) -> Embedder:
         """Load the model (any ViLT or ViT class) and the processor saved beside it;
         ``device`` defaults to CUDA when there is one.
@@ -162,7 +166,7 @@ class Embedder:
         Args:
             path_or_name: a checkpoint directory or file, or a name ``load_model`` resolves.
             device: where to run (None: "cuda" when available, else "cpu").
-            **options (Any): the constructor's other keywords (``batch_size``, ``progress``).
+            **options: the constructor's other keywords (``batch_size``, ``progress``).
 
         Raises:
             CheckpointError: when the checkpoint cannot be read or names no class vilt builds.
