@@ -2,7 +2,8 @@
 
 Text is tokenized here, padded to the longest text of the batch and truncated at
 ``max_length`` tokens (default: the processor's, 40 for ViLT; keep it within the model's
-``max_position_embeddings``). Images arrive decoded and transformed by the workers
+``max_position_embeddings``); each collator's ``truncation`` counter counts the texts cut
+(across DataLoader workers), which the Trainer reports at the end of a run. Images arrive decoded and transformed by the workers
 (``preprocess_one``) and are padded to the largest in the batch by the image processor's
 ``pad``, which also returns ``pixel_mask``.
 
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..processing.truncation import TruncationCounter
 from .masking import IGNORE_INDEX, whole_word_mask, word_ids_from_tokens
 
 __all__ = ["ClassificationCollator", "PretrainingCollator", "VQACollator", "collate_classification"]
@@ -83,11 +85,13 @@ class _TextImageCollator:
         if self.tokenizer is None or self.image_processor is None:
             raise ValueError("pass a ViltProcessor, or both tokenizer= and image_processor=")
         self.max_length = int(max_length or getattr(processor, "max_length", None) or 40)
+        self.truncation = TruncationCounter(shared=True)
 
     def encode_text(self, texts: list[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
+        self.truncation.add(enc, self.max_length)
         out = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
         if "token_type_ids" not in out:
             out["token_type_ids"] = torch.zeros_like(out["input_ids"])

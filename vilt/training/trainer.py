@@ -52,7 +52,7 @@ from .loaders import make_loader
 from .metrics import Metric, metrics_for
 from .optim import build_optimizer, build_scheduler
 from .progress import StepWindow
-from .records import MetricsLog, data_skips, write_json_atomic
+from .records import MetricsLog, data_skips, text_truncation, write_json_atomic
 from .state import TrainState
 from .step import TrainStep
 
@@ -108,6 +108,7 @@ class Trainer:
         self.metrics = dict(metrics_for(model) if metrics is None else metrics)
         self.callbacks = list(callbacks)
         self.collate_fn = collate_fn
+        self._eval_collate = None if eval_dataset is None else eval_collate_fn or collate_fn
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self._loader_gen = torch.Generator()
@@ -433,6 +434,7 @@ class Trainer:
             "device": str(acc.device),
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
             "data_skips": data_skips(acc, train=self.train_dataset, eval=self.eval_dataset),
+            "text_truncation": text_truncation(acc, train=self.collate_fn, eval=self._eval_collate),
             "config": cfg.to_dict(),
         }
         if self._window.last_logged_loss is None and self.state.global_step:
