@@ -74,6 +74,8 @@ class Trainer:
     reads), lr and the step's eval metrics if it evaluated.
     ``accelerator``: an Accelerator to use instead of one built from the config (its
     mixed precision and gradient accumulation then apply).
+    ``prepare_inputs``: ``prepare_inputs(model, inputs) -> inputs`` in each training step,
+    on the device, before the forward (e.g. :class:`~vilt.training.HardNegatives`).
 
     The host reads the step's figures only at read points (every ``log_every`` steps,
     before saving, at the end); see the module docstring for what that means for
@@ -91,6 +93,7 @@ class Trainer:
         metrics: Mapping[str, Metric] | None = None,
         callbacks: Sequence[Callback] = (),
         accelerator: Accelerator | None = None,
+        prepare_inputs: Callable[[torch.nn.Module, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
         self.output_dir = Path(config.output_dir)
@@ -141,7 +144,7 @@ class Trainer:
         self._session_start = time.perf_counter()
         self._window = StepWindow(check_grad_norm=getattr(self.accelerator, "scaler", None) is None)
         self._step = TrainStep(
-            acc, self.model, self.optimizer, self.scheduler, config, self._window
+            acc, self.model, self.optimizer, self.scheduler, config, self._window, prepare_inputs
         )
 
     # -- setup ----------------------------------------------------------------------------------
