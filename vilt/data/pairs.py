@@ -78,8 +78,8 @@ class PairsDataset(RecordDataset):
 
 # ---- easy-VQA facts -> captions ----------------------------------------------------------
 
-_COLORS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
-_SHAPES = ("circle", "rectangle", "triangle")
+COLORS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
+SHAPES = ("circle", "rectangle", "triangle")
 
 
 def _facts(question: str, answer: str) -> dict[str, str]:
@@ -97,9 +97,9 @@ def _facts(question: str, answer: str) -> dict[str, str]:
         words = [*words, answer]
     facts: dict[str, str] = {}
     for w in words:
-        if w in _COLORS:
+        if w in COLORS:
             facts[prefix + "color"] = w
-        elif w in _SHAPES:
+        elif w in SHAPES:
             facts[prefix + "shape"] = w
     return facts
 
