@@ -18,6 +18,7 @@ from vilt.data.mixture import (
     MixedStream,
     PairSource,
     expand_sources,
+    load_pair_mixture,
     parse_source,
     read_mixture_file,
 )
@@ -162,3 +163,36 @@ def test_source_specs_and_mixture_files(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"sources": [{"data": "a", "wieght": 1}]}))
     with pytest.raises(DataError, match=r"sources\[0\]: unknown keys \['wieght'\]"):
         read_mixture_file(tmp_path / "bad.json")
+
+
+def parquet_pairs(root, n: int, colour: int):
+    """A datasets source on disk (parquet shards with an Image column), as large corpora
+    come, for streaming."""
+    import io
+
+    import datasets
+
+    def png(i: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (16, 16), (colour, 10 * i, 0)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    rows = {"image": [{"bytes": png(i), "path": None} for i in range(n)],
+            "caption": [f"shard {i}" for i in range(n)]}  # fmt: skip
+    data = datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image())
+    data.to_parquet(str(root / "shards" / "train-00000.parquet"))
+    return root / "shards"
+
+
+def test_a_streamed_datasets_source_mixes_with_a_file(tmp_path):
+    shards = parquet_pairs(tmp_path, 6, 200)
+    image(tmp_path / "a.png")
+    lines = [json.dumps({"image": "a.png", "caption": f"file {i}"}) for i in range(30)]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines))
+    sources = expand_sources([str(tmp_path / "a.jsonl"), f"{shards}:2"], streaming=True)
+    assert [s.streaming for s in sources] == [False, True]  # files are read, not streamed
+    mixed = load_pair_mixture(sources)
+    assert isinstance(mixed, MixedStream)
+    texts = [it["text"] for it in mixed]
+    assert [t for t in texts if t.startswith("shard")] == [f"shard {i}" for i in range(6)]
+    assert 0 < sum(t.startswith("file") for t in texts) < 12  # weight 1 against 2

@@ -100,3 +100,18 @@ def test_several_corpora_mixed_with_weights(tmp_path, capsys):
     found = results(out)
     assert found["data"] == [str(first), f"{second}:3"] and found["steps"] == 2
     assert found["metrics"]["eval_samples"] == 8  # held out: the first source's
+
+
+def test_a_streamed_source_trains_with_a_file_source(tmp_path, capsys):
+    """--streaming: the datasets source streams, the file is read (and trains the
+    vocabulary); the run needs --max-steps."""
+    from test_data_corpora import parquet_pairs
+
+    shards, pairs = parquet_pairs(tmp_path, 8, 120), _corpus(tmp_path, "red", 4, 200)
+    out = tmp_path / "streamed"
+    argv = ["--preset", "vilt-test", "--data", str(pairs), "--data", str(shards), "--streaming",
+            "--batch-size", "4", "--max-steps", "2", "--max-eval-examples", "4",
+            "--output-dir", str(out)]  # fmt: skip
+    assert pretrain.main(argv) == 0
+    assert "a streamed mixture of 2 sources" in capsys.readouterr().out
+    assert results(out)["steps"] == 2
