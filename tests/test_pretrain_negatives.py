@@ -61,6 +61,24 @@ def test_whole_word_masking_takes_every_piece_of_a_word_and_token_masking_not(pr
     assert partial[False] > 0  # token by token, words are split
 
 
+@pytest.mark.parametrize("whole", [True, False])
+def test_the_mlm_probability_sets_the_share_of_tokens_masked(processor, whole):
+    """--mlm-probability reaches the masking: the share of caption tokens chosen follows it,
+    whole words or token by token (a whole word counts all its tokens)."""
+    texts = [" ".join(CAPTIONS[n % 3 :] + CAPTIONS[: n % 3]) for n in range(120)]  # 8 words
+    items = [{"text": t, "pixel_values": torch.zeros(3, 16, 16), "meta": {"index": n}}
+             for n, t in enumerate(texts)]  # fmt: skip
+    shares = {}
+    for probability in (0.15, 0.5):
+        collate = PretrainingCollator(
+            processor, itm=False, whole_word=whole, mlm_probability=probability
+        )
+        batch = collate(items)
+        tokens = batch["attention_mask"].sum() - 2 * len(texts)  # less [CLS] and [SEP]
+        shares[probability] = float((batch["mlm_labels"] != -100).sum() / tokens)
+    assert 0.10 < shares[0.15] < 0.21 and 0.42 < shares[0.5] < 0.58, shares
+
+
 def test_dataset_negatives_come_from_other_images_of_the_training_set(processor, pairs):
     collate = PretrainingCollator(processor, negatives="dataset", negative_source=pairs, seed=2)
     items = [pairs[0], pairs[1]]  # one image: in-batch swaps would find no other image
