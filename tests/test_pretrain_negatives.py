@@ -41,6 +41,14 @@ def width(image: torch.Tensor) -> int:
     return int(image.shape[-1])
 
 
+def shown_width(batch: dict, j: int) -> int:
+    """The width of the j-th image of a batch: its mask's, or the batch's when no image was
+    padded (the collator then leaves pixel_mask out)."""
+    if "pixel_mask" not in batch:
+        return width(batch["pixel_values"])
+    return int(batch["pixel_mask"][j, 0].sum())
+
+
 def test_whole_word_masking_takes_every_piece_of_a_word_and_token_masking_not(processor):
     texts = CAPTIONS * 4
     enc = processor.tokenizer(texts, max_length=24)
@@ -88,7 +96,7 @@ def test_dataset_negatives_come_from_other_images_of_the_training_set(processor,
         collate.set_epoch(epoch)
         batch = collate(items)
         for j, label in enumerate(batch["itm_labels"].tolist()):
-            shown = int(batch["pixel_mask"][j, 0].sum())
+            shown = shown_width(batch, j)
             if label == 0:
                 negatives += 1
                 assert shown != width(items[j]["pixel_values"]) and shown in widths
@@ -116,9 +124,7 @@ def test_hard_candidates_are_other_images_and_the_negatives_are_labelled(process
     assert labels[rows].eq(0).all() and labels.sum() == 8 - len(rows)
     assert (batch["mlm_labels"][rows] == -100).all()
     # the batch keeps every pair's own image until the step chooses
-    assert [int(batch["pixel_mask"][j, 0].sum()) for j in range(8)] == [
-        width(it["pixel_values"]) for it in items
-    ]
+    assert [shown_width(batch, j) for j in range(8)] == [width(it["pixel_values"]) for it in items]
 
 
 def test_hard_negatives_swap_in_the_candidate_the_model_scores_highest(processor, pairs):
@@ -156,3 +162,24 @@ def test_hard_negatives_swap_in_the_candidate_the_model_scores_highest(processor
     # a batch without candidates (evaluation) passes through
     plain = {k: v for k, v in before.items() if not k.startswith("itm_hard")}
     assert HardNegatives()(model, plain).keys() == plain.keys()
+
+
+def test_hard_negatives_in_a_batch_without_a_pixel_mask(processor, pairs):
+    """The collators leave pixel_mask out when no image of a batch is padded: the swap then
+    moves the pixels alone."""
+    torch.manual_seed(0)
+    config = vilt.ViltConfig.from_preset(
+        "vilt-test", vocab_size=processor.tokenizer.vocab_size, max_position_embeddings=24,
+        image_size=16,
+    )  # fmt: skip
+    model = vilt.ViltForPreTraining(config).train()
+    batch = PretrainingCollator(processor, negatives="hard", seed=1)([pairs[i] for i in range(8)])
+    batch.pop("meta")
+    batch.pop("pixel_mask")
+    before = {k: v.clone() for k, v in batch.items()}
+    out = HardNegatives()(model, batch)
+    assert "pixel_mask" not in out
+    for r, cands in zip(before["itm_hard_rows"].tolist(), before["itm_hard_candidates"].tolist(),
+                        strict=True):  # fmt: skip
+        assert any(torch.equal(out["pixel_values"][r], before["pixel_values"][c]) for c in cands)
+    assert torch.isfinite(model(**out).loss)
