@@ -10,7 +10,7 @@ import pytest
 from jobs_helpers import TINY_PRETRAIN, results, rows
 from PIL import Image
 
-from vilt.jobs import pretrain
+from vilt.jobs import pretrain, vqa
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +115,23 @@ def test_a_streamed_source_trains_with_a_file_source(tmp_path, capsys):
     assert pretrain.main(argv) == 0
     assert "a streamed mixture of 2 sources" in capsys.readouterr().out
     assert results(out)["steps"] == 2
+
+
+@pytest.mark.parametrize("job", [pretrain, vqa])
+def test_the_global_batch_divides_among_the_processes_of_a_launch(job, monkeypatch, capsys):
+    """Under accelerate launch or torchrun the accumulation counts every process: 16
+    processes of 64 reach the paper's 4,096 in 4 steps; 12 processes cannot."""
+    from types import SimpleNamespace
+
+    from vilt.jobs import common
+
+    monkeypatch.setattr(common, "process_state", lambda: SimpleNamespace(num_processes=16))
+    args = job.parse_args(["--global-batch-size", "4096", "--batch-size", "64"])
+    assert args.grad_accum_steps == 4
+    assert args._batch_message == (
+        "global batch 4,096 = 16 process(es) x 64 per process x 4 accumulation step(s)"
+    )
+    monkeypatch.setattr(common, "process_state", lambda: SimpleNamespace(num_processes=12))
+    with pytest.raises(SystemExit):
+        job.parse_args(["--global-batch-size", "4096", "--batch-size", "64"])
+    assert "not a multiple of 12 process(es) x --batch-size 64 = 768" in capsys.readouterr().err
