@@ -50,6 +50,7 @@ from .metrics import (
     top_k_accuracy,
     vqa_accuracy,
 )
+from .negatives import HardNegatives
 from .optim import (
     build_optimizer,
     build_scheduler,
@@ -65,6 +66,7 @@ __all__ = [
     "SIGTERM_EXIT_CODE",
     "BestModel",
     "EpochSampler",
+    "HardNegatives",
     "Metric",
     "ModelEma",
     "TrainState",
