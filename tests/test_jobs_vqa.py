@@ -78,7 +78,8 @@ def test_prints_the_accuracy_at_the_end(tmp_path, capsys):
     assert printed[0].startswith("recipe preset easy-vqa (") and "easy-vqa.json): " in printed[0]
     assert printed[1].split() == [
         "--preset", "vilt-small-h16", "--epochs", "6", "--hflip", "0.5", "--shift", "2",
-        "--tta-flip", "--tta-shift", "2", "--balance-answers", "0.5", "--cache-images",
+        "--tta-flip", "--tta-shift", "2", "--balance-answers", "0.5", "--randaugment", "0",
+        "--cache-images",
     ]  # fmt: skip
     assert printed[2] == "  overridden: --preset vilt-test"
     last = printed[-3:]

@@ -25,7 +25,13 @@ from ..processing import ViltProcessor
 from ..processing.views import test_time_views
 from ..training import Trainer, set_seed
 from . import models
-from .augment import HorizontalFlip, RandomShift
+from .augment import (
+    HorizontalFlip,
+    RandomShift,
+    add_randaugment_flags,
+    check_randaugment_flags,
+    with_randaugment,
+)
 from .common import Job, job_parser, parse_job_args, percent
 from .vqa_data import balance_answers, default_splits, load_split, source_kind
 from .vqa_outputs import predict_labels, save_examples, write_predictions
@@ -102,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PIXELS",
         help="largest random shift of a training image, its border repeated (default: %(default)s)",
     )
+    add_randaugment_flags(vqa)
     vqa.add_argument(
         "--tta-flip",
         action=argparse.BooleanOptionalAction,
@@ -153,6 +160,7 @@ def _resolve_defaults(args: argparse.Namespace) -> None:
         raise ValueError(f"--shift must be >= 0 pixels, got {args.shift}")
     if not 0.0 <= args.hflip <= 1.0:
         raise ValueError(f"--hflip must be a probability in [0, 1], got {args.hflip}")
+    check_randaugment_flags(args)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -256,7 +264,8 @@ def _augment(collate: Any, args: argparse.Namespace) -> Any:
     """Training images mirrored, then shifted (border repeated): each with its own draws."""
     if args.shift:
         collate = RandomShift(collate, args.shift, fill="edge", seed=args.seed, stream=1)
-    return HorizontalFlip(collate, args.hflip, seed=args.seed)
+    collate = HorizontalFlip(collate, args.hflip, seed=args.seed)
+    return with_randaugment(collate, args)
 
 
 def _init_vocab(init: Any) -> AnswerVocab | None:
