@@ -74,6 +74,23 @@ def test_vqa_accuracy_official_with_answers_and_soft_scores_without():
     )
 
 
+def test_vqa_accuracy_of_one_answer_type_averages_its_questions_only():
+    id2label = {0: "yes", 1: "no", 2: "2"}
+    out = SimpleNamespace(logits=torch.tensor([[3.0, 0, 0], [0, 0, 3.0], [0, 3.0, 0]]))
+    meta = {
+        "answers": [["yes"] * 10, ["2"] * 10, ["yes"] * 10],
+        "answer_type": ["yes/no", "number", "yes/no"],
+    }
+    assert value(vqa_accuracy(id2label)(out, {}, meta)) == pytest.approx(2 / 3)  # unchanged
+    assert value(vqa_accuracy(id2label, answer_type="yes/no")(out, {}, meta)) == 0.5
+    assert value(vqa_accuracy(id2label, answer_type="number")(out, {}, meta)) == 1.0
+    rows = vqa_accuracy(id2label, answer_type="other")(out, {}, meta)
+    assert rows[:, 1].sum() == 0  # no question of the type: nothing to report
+    soft = torch.tensor([[1.0, 0, 0], [0, 0, 0.6], [1.0, 0, 0]])
+    by_soft = vqa_accuracy(answer_type="yes/no")(out, {"labels": soft}, meta)
+    assert by_soft.tolist() == [[1.0, 1.0], [0.0, 0.0], [0.0, 1.0]]
+
+
 def test_metrics_for_each_model_class():
     vit = vilt.ViTConfig.from_preset("vit-test")
     assert set(metrics_for(vilt.ViTForImageClassification(vit.replace(num_labels=3)))) == {

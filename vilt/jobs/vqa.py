@@ -34,7 +34,13 @@ from .augment import (
 )
 from .common import Job, job_parser, parse_job_args, percent
 from .vqa_data import balance_answers, default_splits, load_split, source_kind
-from .vqa_outputs import predict_labels, save_examples, write_predictions
+from .vqa_outputs import (
+    accuracy_by_answer_type,
+    answer_type_metrics,
+    predict_labels,
+    save_examples,
+    write_predictions,
+)
 
 __all__ = ["DEFAULT_PRESET", "build_parser", "main", "parse_args"]
 
@@ -225,6 +231,7 @@ def _train(job: Job) -> int:
         eval_dataset=test.dataset if test.answered else None,
         collate_fn=_augment(collate, args),
         eval_collate_fn=collate,
+        metrics=answer_type_metrics(model, test.records),
     )
     results = trainer.train()
     extra = _finish_outputs(job, trainer.accelerator, trainer.model, processor, test, collate)
@@ -248,7 +255,10 @@ def _evaluate(job: Job) -> int:
     collate = VQACollator(processor)
     job.say(f"evaluating {source} on {len(test.dataset):,} {args.eval_split} questions")
     results, accelerator = job.evaluate_only(
-        model, test.dataset if test.answered else None, collate
+        model,
+        test.dataset if test.answered else None,
+        collate,
+        metrics=answer_type_metrics(model, test.records),
     )
     extra = _finish_outputs(job, accelerator, model, processor, test, collate)
     _report(job, results, test, extra)
@@ -261,7 +271,8 @@ def _views(args: argparse.Namespace) -> list[Any]:
 
 
 def _augment(collate: Any, args: argparse.Namespace) -> Any:
-    """Training images mirrored, then shifted (border repeated): each with its own draws."""
+    """Training images RandAugment-ed, mirrored, then shifted (border repeated): each with its
+    own draws."""
     if args.shift:
         collate = RandomShift(collate, args.shift, fill="edge", seed=args.seed, stream=1)
     collate = HorizontalFlip(collate, args.hflip, seed=args.seed)
@@ -298,6 +309,9 @@ def _finish_outputs(
             if p >= 0
         ]
         extra["views_accuracy"] = sum(scores) / max(len(scores), 1)
+    by_type = accuracy_by_answer_type(test.records, predictions, bare.config.id2label)
+    if by_type:
+        extra["accuracy_by_answer_type"] = by_type
     if job.is_main:
         path = job.out / "predictions.json"
         extra["predictions"] = write_predictions(
@@ -331,6 +345,11 @@ def _report(job: Job, results: dict[str, Any], test: Any, extra: dict[str, Any])
                 f"the image alone: {percent(single)}"
             )
         headline += ")"
+        by_type = extra.get("accuracy_by_answer_type")
+        if by_type:
+            headline += "\nby answer type: " + ", ".join(
+                f"{t} {percent(a)}" for t, a in by_type.items()
+            )
     job.finish(
         results,
         headline=headline,
