@@ -20,6 +20,7 @@ from vilt.training import (
     itm_accuracy,
     metrics_for,
     mlm_accuracy,
+    rank_accuracy,
     split_batch,
     top_k_accuracy,
     vqa_accuracy,
@@ -89,6 +90,14 @@ def test_vqa_accuracy_of_one_answer_type_averages_its_questions_only():
     soft = torch.tensor([[1.0, 0, 0], [0, 0, 0.6], [1.0, 0, 0]])
     by_soft = vqa_accuracy(answer_type="yes/no")(out, {"labels": soft}, meta)
     assert by_soft.tolist() == [[1.0, 1.0], [0.0, 0.0], [0.0, 1.0]]
+
+
+def test_rank_accuracy_asks_whether_the_match_scores_highest_in_its_group():
+    out = SimpleNamespace(scores=torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]]))
+    rows = rank_accuracy(out, {"labels": torch.tensor([0, 0])}, {})
+    assert rows.tolist() == [[1.0, 1.0], [0.0, 1.0]]
+    cfg = vilt.ViltConfig.from_preset("vilt-test")
+    assert set(metrics_for(vilt.ViltForImageTextRetrieval(cfg))) == {"rank_accuracy"}
 
 
 def test_metrics_for_each_model_class():

@@ -25,6 +25,7 @@ __all__ = [
     "itm_accuracy",
     "metrics_for",
     "mlm_accuracy",
+    "rank_accuracy",
     "register_task_metrics",
     "top_k_accuracy",
     "vqa_accuracy",
@@ -77,6 +78,12 @@ def itm_accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any])
     against ``itm_labels`` or ``labels`` (B,), 1 = match."""
     logits = _field(output, "itm_logits", "logits")
     return _rows(logits.argmax(-1) == _labels(batch, "itm_labels", "labels"))
+
+
+def rank_accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
+    """Retrieval: whether the matched candidate of each group (``labels`` (B,), its
+    position) has the highest of the group's ``scores`` (B, G)."""
+    return _rows(output.scores.argmax(-1) == _labels(batch, "labels"))
 
 
 def mlm_accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
@@ -152,6 +159,7 @@ TASK_METRICS: dict[str, Callable[[Any], dict[str, Metric]]] = {
     "images-and-text-classification": _classification,
     "vqa": lambda config: {"vqa_accuracy": vqa_accuracy(getattr(config, "id2label", None))},
     "image-text-matching": lambda config: {"itm_accuracy": itm_accuracy},
+    "image-text-retrieval": lambda config: {"rank_accuracy": rank_accuracy},
     "masked-lm": lambda config: {"mlm_accuracy": mlm_accuracy},
     "pretraining": lambda config: {"itm_accuracy": itm_accuracy, "mlm_accuracy": mlm_accuracy},
 }
