@@ -234,6 +234,22 @@ def test_pretraining_model_trains_with_its_metrics_and_partial_losses(tmp_path):
     assert [r["step"] for r in rows] == ["3", "6"]
     assert float(rows[0]["itm_loss"]) > 0 and float(rows[0]["mlm_loss"]) > 0
     assert rows[1]["eval_itm_accuracy"] != ""
+    # an evaluator adds figures that are no per-sample rows to each evaluation
+    calls = []
+
+    def evaluator(trainer):
+        calls.append(trainer.state.global_step)
+        return {"eval_recall": 0.25 * trainer.state.global_step}
+
+    out = tmp_path / "more"
+    trainer = Trainer(
+        model, config.replace(output_dir=str(out), eval_every=2, max_steps=4),
+        train_dataset=ToyPairs(), eval_dataset=ToyPairs(10), evaluators=[evaluator],
+    )  # fmt: skip
+    assert trainer.train()["metrics"]["eval_recall"] == 1.0 and calls == [2, 4]
+    with open(out / "metrics.csv", newline="") as handle:
+        logged = {r["step"]: r["eval_recall"] for r in csv.DictReader(handle)}
+    assert logged == {"2": "0.5", "3": "", "4": "1"}
     assert vilt.ViltForPreTraining.from_pretrained(tmp_path).num_parameters() == (
         model.num_parameters()
     )

@@ -48,6 +48,7 @@ __all__ = ["SIGTERM_EXIT_CODE", "Trainer"]
 
 logger = logging.getLogger("vilt.training")
 Callback = Callable[["Trainer", dict[str, Any]], None]
+Evaluator = Callable[["Trainer"], dict[str, float]]
 _END = object()
 SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a job ended by SIGTERM
 
@@ -56,6 +57,9 @@ class Trainer:
     """Trains ``model`` (called as ``model(**inputs)``, returning an output with ``.loss``).
 
     ``metrics``: name -> metric for :meth:`evaluate` (default: :func:`metrics_for` the model).
+    ``evaluators``: ``evaluator(trainer)`` runs after each evaluation of ``eval_dataset`` on
+    every process and returns more figures, ``{"eval_name": value}``, logged with it in
+    metrics.csv and the results: metrics that are not per-sample rows (retrieval recall).
     ``callbacks``: ``callback(trainer, record)`` after each optimizer step, where ``record``
     holds step, epoch, loss, lr and the step's eval metrics if it evaluated.
     ``accelerator``: an Accelerator to use instead of one built from the config (its
@@ -73,6 +77,7 @@ class Trainer:
         metrics: Mapping[str, Metric] | None = None,
         callbacks: Sequence[Callback] = (),
         accelerator: Accelerator | None = None,
+        evaluators: Sequence[Evaluator] = (),
     ) -> None:
         self.config = config
         self.output_dir = Path(config.output_dir)
@@ -89,6 +94,7 @@ class Trainer:
         set_seed(config.seed)
         self.metrics = dict(metrics_for(model) if metrics is None else metrics)
         self.callbacks = list(callbacks)
+        self.evaluators = list(evaluators)
         self.collate_fn = collate_fn
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
@@ -368,6 +374,8 @@ class Trainer:
             raise ValueError("no eval_dataset given to the Trainer or to evaluate()")
         out = evaluate(self.accelerator, self.model, loader, self.metrics)
         if dataset is None:
+            for evaluator in self.evaluators:
+                out.update(evaluator(self))
             self._last_eval, self._eval_step = out, self.state.global_step
         return out
 
