@@ -6,6 +6,9 @@ Sources (``load_pairs``):
   test images;
 - a COCO-captions JSON ({"images": [{"id", "file_name"}], "annotations": [{"image_id",
   "caption"}]}), images under ``image_dir`` (default: the JSON's directory);
+- a JSON file in the Karpathy-split layout (``dataset_coco.json``, ``dataset_flickr30k.json``:
+  images with ``filename``, ``split`` and ``sentences``; :mod:`vilt.data.karpathy`), the
+  images of ``split`` under ``image_dir``;
 - a JSONL file ({"image": path, "caption": text} a line) or a CSV file with image and
   caption columns (also accepted: image_path/file_name/filepath, text); relative paths are
   relative to the file;
@@ -20,7 +23,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -30,8 +32,10 @@ from typing import Any
 import datasets
 
 from .base import ImageRecord, RecordDataset
+from .easy_vqa import easy_vqa_facts
 from .errors import DataError, SkipCounter, read_json, skip_or_raise
 from .hub import RowImage, find_column, open_hf, undecoded
+from .karpathy import is_karpathy_split, load_karpathy_records
 from .streaming import StreamingDataset
 
 __all__ = ["PairRecord", "PairsDataset", "easy_vqa_captions", "load_pairs"]
@@ -71,31 +75,6 @@ class PairsDataset(RecordDataset):
 
 # ---- easy-VQA facts -> captions ----------------------------------------------------------
 
-_COLORS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
-_SHAPES = ("circle", "rectangle", "triangle")
-
-
-def _facts(question: str, answer: str) -> dict[str, str]:
-    """Facts a question/answer pair states about its image's one shape: "color"/"shape"
-    when present, "no color"/"no shape" when absent. A yes/no question states presence
-    when the answer affirms it ("is there a red shape?" yes; "is there not a red shape?"
-    no), absence otherwise; a what-question names a present colour or shape in its answer
-    and sometimes another in its words ("what color is the circle?")."""
-    words = re.findall(r"[a-z]+", question.lower())
-    prefix = ""
-    if answer in ("yes", "no"):
-        negated = "not" in words or "no" in words
-        prefix = "" if (answer == "yes") != negated else "no "
-    else:
-        words = [*words, answer]
-    facts: dict[str, str] = {}
-    for w in words:
-        if w in _COLORS:
-            facts[prefix + "color"] = w
-        elif w in _SHAPES:
-            facts[prefix + "shape"] = w
-    return facts
-
 
 def easy_vqa_captions(
     color: str | None, shape: str | None, *, no_color: str | None = None,
@@ -125,23 +104,7 @@ def easy_vqa_captions(
 
 def load_easy_vqa_pairs(split: str = "train") -> list[PairRecord]:
     """Pairs for easy-VQA's train or (held-out) test images, ~5 captions an image."""
-    import easy_vqa
-
-    if split == "train":
-        (questions, answers, ids), paths = (
-            easy_vqa.get_train_questions(),
-            easy_vqa.get_train_image_paths(),
-        )
-    elif split in ("test", "validation"):
-        (questions, answers, ids), paths = (
-            easy_vqa.get_test_questions(),
-            easy_vqa.get_test_image_paths(),
-        )
-    else:
-        raise DataError(f"easy-VQA: no split {split!r}; it has ['test', 'train']")
-    facts: dict[int, dict[str, str]] = {}
-    for q, a, i in zip(questions, answers, ids, strict=True):
-        facts.setdefault(i, {}).update(_facts(q, a))
+    facts, paths = easy_vqa_facts(split)
     records = []
     for image_id in sorted(facts):
         f = facts[image_id]
@@ -159,11 +122,12 @@ def load_easy_vqa_pairs(split: str = "train") -> list[PairRecord]:
 
 def load_coco_captions(
     path: str | os.PathLike, *, image_dir: str | os.PathLike | None = None,
-    skips: SkipCounter | None = None,
+    skips: SkipCounter | None = None, data: Any = None,
 ) -> list[PairRecord]:  # fmt: skip
-    """COCO-captions JSON: each annotation's caption paired with its image's file."""
+    """COCO-captions JSON: each annotation's caption paired with its image's file
+    (``data``: the file's content when it was read already)."""
     path = Path(path)
-    data = read_json(path)
+    data = read_json(path) if data is None else data
     if (
         not isinstance(data, dict)
         or not isinstance(data.get("images"), list)
@@ -302,7 +266,11 @@ def load_pairs(
     if source is None or (isinstance(source, str) and source.lower() in ("easy-vqa", "easy_vqa")):
         records: Any = load_easy_vqa_pairs(split)
     elif suffix == ".json" and Path(source).is_file():
-        records = load_coco_captions(source, image_dir=image_dir, skips=skips)
+        data = read_json(source)
+        if is_karpathy_split(data):
+            records = load_karpathy_records(source, data, split, image_dir=image_dir, skips=skips)
+        else:
+            records = load_coco_captions(source, image_dir=image_dir, skips=skips, data=data)
     elif suffix in (".jsonl", ".ndjson", ".csv", ".tsv"):
         records = load_pair_file(source, skips=skips)
     else:
