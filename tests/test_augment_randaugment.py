@@ -72,6 +72,10 @@ def test_each_image_of_an_item_gets_its_own_draws():
     assert any(not torch.equal(a, b) for a, b in out)
     stacked = [{"pixel_values": torch.stack(pair), "meta": {"index": 0}}]
     assert RandAugment(_pixels, 1, 9)(stacked)[0].shape == (2, 3, 16, 16)
+    # retrieval's negative images are augmented as the matched one is
+    item = {"pixel_values": pair[0], "candidate_images": list(pair), "meta": {"index": 0}}
+    out = RandAugment(lambda items: items, 2, 15, ops=["Brightness", "Contrast"])([item])[0]
+    assert all(not torch.equal(im, pair[0]) for im in out["candidate_images"])
 
 
 class _Items(torch.utils.data.Dataset):

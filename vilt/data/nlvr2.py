@@ -43,7 +43,15 @@ LABELS = {0: "False", 1: "True"}
 
 @dataclass
 class NLVR2Record:
-    """One statement about a left and a right image; ``label`` None when unknown."""
+    """One statement about a left and a right image; ``label`` None when unknown.
+
+    Args:
+        identifier: the statement's identifier (NLVR2's ``train-10171-0-0``).
+        sentence: the statement.
+        label: whether it is true of the pair (None: unknown).
+        images: the left and the right image.
+        source: names the statement in errors.
+    """
 
     identifier: str
     sentence: str
@@ -53,9 +61,14 @@ class NLVR2Record:
 
 
 class NLVR2Dataset(RecordDataset):
-    """Map-style NLVR2 statements. ``options``: transform, skip_bad, skips, cache_images,
-    max_pixels (see :class:`RecordDataset`); the cache holds each image once however many
-    statements share it."""
+    """Map-style NLVR2 statements; the image cache holds each image once however many
+    statements share it.
+
+    Args:
+        records: the statements.
+        **options: transform, skip_bad, skips, cache_images, max_pixels (see
+            :class:`RecordDataset`).
+    """
 
     def __init__(self, records: Sequence[NLVR2Record], **options: Any) -> None:
         self.records = records
@@ -80,7 +93,14 @@ class NLVR2Dataset(RecordDataset):
 class NLVR2Collator(_TextImageCollator):
     """NLVR2 batches: input_ids, attention_mask, token_type_ids (B, T), pixel_values
     (B, 2, 3, H, W) and pixel_mask (B, 2, H, W) (every image padded to the batch's largest),
-    labels (B,) long when every item has one, and meta (identifier, index)."""
+    labels (B,) long when every item has one, and meta (identifier, index).
+
+    Args:
+        processor: a ViltProcessor (or pass ``tokenizer=`` and ``image_processor=``).
+        tokenizer: the tokenizer, instead of the processor's.
+        image_processor: the image processor, instead of the processor's.
+        max_length: the longest text in tokens (default: the processor's, else 40).
+    """
 
     def __call__(self, items: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
         kept = [it for it in items if it is not None]

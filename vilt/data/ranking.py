@@ -68,7 +68,7 @@ def load_retrieval_pairs(
     Args:
         source: the data (see above).
         split: the split to read.
-        options: transform, image_dir, skip_bad, cache_images, max_pixels (as load_pairs).
+        **options: transform, image_dir, skip_bad, cache_images, max_pixels (as load_pairs).
     """
     if source is None or (isinstance(source, str) and source.lower() in ("easy-vqa", "easy_vqa")):
         keep = ("transform", "skip_bad", "cache_images", "max_pixels")
@@ -216,7 +216,7 @@ class RankingCollator(_TextImageCollator):
         negative_images: negative images per pair.
         objective: "rank" or "itm".
         scorer: chooses hard negatives among the candidates (None: the first ones).
-        text_image: tokenizer, image_processor, max_length, as for the other collators.
+        **text_image: tokenizer, image_processor, max_length, as for the other collators.
     """
 
     def __init__(
@@ -287,9 +287,15 @@ class RankingCollator(_TextImageCollator):
 
 @dataclass
 class RetrievalPool:
-    """The held-out images and texts that recall@K ranks: ``images`` (uint8 tensors),
-    their ``image_keys``, ``texts``, ``text_to_image`` (each text's own image) and
-    ``relevant`` ((texts, images) bool: the pairs that count as right answers)."""
+    """The held-out images and texts that recall@K ranks.
+
+    Args:
+        images: the images, uint8 (3, H, W) tensors.
+        image_keys: their keys (ids or paths).
+        texts: the captions.
+        text_to_image: each caption's own image.
+        relevant: (texts, images) bool, the pairs that count as right answers.
+    """
 
     images: list[torch.Tensor]
     image_keys: list[Hashable]

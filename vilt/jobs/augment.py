@@ -5,7 +5,8 @@ Draws come from a generator seeded by (seed, epoch, the batch's item keys), neve
 global random state, so a resumed run augments the images an uninterrupted one did and
 DataLoader workers agree with the main process. An item's ``pixel_values`` is one image
 (C, H, W), several stacked (N, C, H, W), or a list of images (NLVR2's pair): each image of an
-item gets its own draws.
+item gets its own draws, and so do the images of its ``candidate_images`` (retrieval's
+negatives), which would otherwise stand out as the ones left plain.
 """
 
 from __future__ import annotations
@@ -67,8 +68,14 @@ class _ItemAugment:
         if self.active and kept:
             keys = [self.seed, *self._salt, int(self._epoch[0]), *map(_key, kept)]
             rng = np.random.default_rng(keys)
-            kept = [{**it, "pixel_values": self.augment(it["pixel_values"], rng)} for it in kept]
+            kept = [self._augmented(it, rng) for it in kept]
         return self.collate(kept)
+
+    def _augmented(self, item: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        out = {**item, "pixel_values": self.augment(item["pixel_values"], rng)}
+        if item.get("candidate_images"):
+            out["candidate_images"] = [self.augment(im, rng) for im in item["candidate_images"]]
+        return out
 
 
 class HorizontalFlip(_ItemAugment):
