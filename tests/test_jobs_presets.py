@@ -25,6 +25,9 @@ JOBS = {"vqa": vqa, "pretrain": pretrain, "train_vit": train_vit}
 RENAMED = {"vilt-easy-vqa": "vilt-small-h16", "vit-digits": "vit-nano"}
 # config fields added since 4dbc937, at the values that leave the model as it was
 NEW_CONFIG_FIELDS = {"drop_path_rate": 0.0, "layer_scale_init_value": 0.0, "wpa_weight": 0.0}
+# TrainingConfig fields (and flags) added since 4dbc937, at their defaults; a run that meets
+# no NaN trains as it did
+NEW_TRAINING_FIELDS = {"max_consecutive_skips": 20}
 
 
 def assert_same_config(now: dict, before: dict) -> None:
@@ -89,6 +92,8 @@ def test_a_recipe_with_no_flags_resolves_field_by_field_as_before(name, new):
         else:
             assert _plain(args[key]) == value, key
     added = {k: v for k, v in args.items() if k not in before["args"] and not k.startswith("_")}
+    for key, value in NEW_TRAINING_FIELDS.items():
+        assert added.pop(key) == value, key
     preset_file = added.pop("default_recipe_preset")
     assert Path(preset_file) == ROOT / "recipes" / "presets" / f"{new['recipe_preset']}.json"
     assert added == new
@@ -110,6 +115,8 @@ def test_a_recipe_with_no_flags_sets_up_training_as_before(name):
     assert now["training"]["extra"]["preset"] == RENAMED[extra["preset"]]
     now["training"]["extra"]["preset"] = extra["preset"]
     assert_same_config(now.pop("model"), before.pop("model"))
+    for key, value in NEW_TRAINING_FIELDS.items():
+        assert now["training"].pop(key) == value, key
     assert now == before
 
 

@@ -47,14 +47,19 @@ class ToyImages(torch.utils.data.Dataset):
 
 class SkipAt(ToyImages):
     """ToyImages whose items at ``bad`` were skipped as bad records (None), as vilt's data sets
-    with skip_bad=True return them."""
+    with skip_bad=True return them, and whose images at ``nan`` are all NaN."""
 
-    def __init__(self, n: int, seed: int, bad=()) -> None:
+    def __init__(self, n: int, seed: int, bad=(), nan=()) -> None:
         super().__init__(n, seed)
-        self.bad = set(bad)
+        self.bad, self.nan = set(bad), set(nan)
 
     def __getitem__(self, i: int):
-        return None if i in self.bad else super().__getitem__(i)
+        if i in self.bad:
+            return None
+        item = super().__getitem__(i)
+        if i in self.nan:
+            item["pixel_values"] = torch.full_like(item["pixel_values"], float("nan"))
+        return item
 
 
 def tiny_model(dropout: float = 0.1) -> vilt.ViTForImageClassification:
@@ -78,16 +83,18 @@ def make_trainer(
     eval_n=None,
     eval_bad=(),
     train_bad=(),
+    train_nan=(),
     **options,
 ):
-    """A Trainer of the tiny model on ToyImages; ``*_bad``: items skipped as bad records."""
+    """A Trainer of the tiny model on ToyImages; ``*_bad``: items skipped as bad records;
+    ``train_nan``: items whose images are NaN."""
     config = config_for(out, **options)
     eval_data = SkipAt(eval_n, seed=1, bad=eval_bad) if eval_n else None
     drop_skipped = vilt.data.ClassificationCollator()
     return Trainer(
         tiny_model(dropout),
         config,
-        train_dataset=SkipAt(64, seed=0, bad=train_bad),
+        train_dataset=SkipAt(64, seed=0, bad=train_bad, nan=train_nan),
         eval_dataset=eval_data,
         collate_fn=drop_skipped if train_bad else None,
         eval_collate_fn=drop_skipped if eval_bad else None,

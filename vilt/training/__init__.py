@@ -14,7 +14,11 @@ Batches are dicts. The model is called as ``model(**inputs)`` and must return an
 with ``.loss``. Values that are not model inputs go under ``batch["meta"]`` (a dict) or
 under keys starting with ``meta_``: they are removed before the forward and handed to the
 metrics (``meta_answers`` as ``meta["answers"]``). A collator may return None for a batch
-whose items were all skipped; the loops skip it.
+whose items were all skipped; the loops skip it (under DDP the training step runs a zero loss
+in its place, to stay paired with the other processes).
+
+The training step reads nothing on the host: losses and gradient norms are read every
+``log_every`` steps, before a save and at the end (see :mod:`vilt.training.trainer`).
 
 ``output_dir`` receives ``metrics.csv`` (per logged step), ``results.json`` (at the end),
 the trained model (``save_pretrained``) and ``checkpoints/step_N/`` (the last ``keep_last``).

@@ -56,7 +56,22 @@ class TrainingConfig:
     resume: bool | str = False  # True: latest checkpoint in output_dir (if any); or a path
     compile: bool = False  # torch.compile through accelerate's dynamo backend
     fused: bool | None = None  # AdamW kernel: None picks fused where torch has it, else foreach
-    on_nonfinite: str = "raise"  # raise | skip (the batch) when the loss is NaN or inf
+    on_nonfinite: str = field(
+        default="raise",
+        metadata={
+            "help": "when a loss or gradient is NaN or inf: raise (at the next log_every check, "
+            "naming the step where it first happened) or skip that step's update "
+            "(default: %(default)s)"
+        },
+    )
+    max_consecutive_skips: int | None = field(
+        default=20,
+        metadata={
+            "help": "with --on-nonfinite skip: stop with an error once this many steps in a row "
+            "were skipped (checked every log_every steps; none: no limit) "
+            "(default: %(default)s)"
+        },
+    )
     save_model: bool = True  # save_pretrained(output_dir) at the end
     tensorboard: bool = True  # through accelerate's trackers, when tensorboard is installed
     extra: dict[str, Any] = field(default_factory=dict)  # recipe options, recorded as is
@@ -86,6 +101,12 @@ class TrainingConfig:
             f"None or one of {PRECISIONS}",
         )
         _check(self.on_nonfinite in NONFINITE, "on_nonfinite", self.on_nonfinite, str(NONFINITE))
+        _check(
+            self.max_consecutive_skips is None or self.max_consecutive_skips >= 1,
+            "max_consecutive_skips",
+            self.max_consecutive_skips,
+            "must be None or >= 1",
+        )
         if self.max_grad_norm == 0:
             self.max_grad_norm = None
 
@@ -121,7 +142,8 @@ class TrainingConfig:
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser, **defaults: Any) -> None:
         """Add ``--output-dir``, ``--lr``, ... (one flag per field but ``extra``); ``defaults``
-        replace the dataclass defaults (a recipe's own choices)."""
+        replace the dataclass defaults (a recipe's own choices). A field's ``help`` metadata
+        becomes its flag's help."""
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if f.name == "extra":
@@ -129,6 +151,7 @@ class TrainingConfig:
             default = defaults.get(f.name, _default(f))
             flag = "--" + f.name.replace("_", "-")
             kind = hints[f.name]
+            help_text = f.metadata.get("help")
             if f.name == "resume":
                 parser.add_argument(
                     flag,
@@ -138,11 +161,13 @@ class TrainingConfig:
                     help="resume from the latest checkpoint, or from the one given",
                 )
             elif kind is bool:
-                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+                parser.add_argument(
+                    flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+                )
             elif f.name == "adam_betas":
-                parser.add_argument(flag, type=float, nargs=2, default=default)
+                parser.add_argument(flag, type=float, nargs=2, default=default, help=help_text)
             else:
-                parser.add_argument(flag, type=_scalar(kind), default=default)
+                parser.add_argument(flag, type=_scalar(kind), default=default, help=help_text)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **extra: Any) -> TrainingConfig:

@@ -20,7 +20,11 @@ class TrainState:
     batch_in_epoch: int = 0  # batches of ``epoch`` consumed by this process
     global_step: int = 0
     samples_seen: int = 0  # across processes
-    skipped_batches: int = 0  # non-finite losses skipped (on_nonfinite="skip")
+    # batches that trained nothing: a non-finite loss (on_nonfinite="skip"), or under several
+    # processes a batch its collator emptied (None), replaced by a zero loss to stay paired
+    skipped_batches: int = 0
+    skipped_steps: int = 0  # optimizer steps that met a non-finite loss or gradient
+    skip_streak: int = 0  # the last consecutive ones, up to the last read
     elapsed_s: float = 0.0  # training wall time before this session
 
     def record(

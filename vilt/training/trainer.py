@@ -13,6 +13,16 @@ only on (seed, epoch), the batches already consumed in the epoch are skipped wit
 loaded, and the random states are restored. Randomness inside datasets or collators should
 come from their own generators seeded by (seed, epoch, index), as vilt.data's do; draws from
 the global random state in DataLoader workers are not replayed.
+
+The step never waits on the device (:mod:`~vilt.training.step`): losses, their parts and
+gradient norms stay there until a *read point*: every ``log_every`` steps (the
+``metrics.csv`` row), before each checkpoint or saved model, and at the end, where the host
+reads them in one transfer (under several processes: a gather, which also exchanges the
+stop requests; between reads the only collective is DDP's gradient all-reduce). So
+``on_nonfinite="raise"`` raises at the next read (up to ``log_every`` steps late), naming
+the step where it first happened; "skip" skips the update on the device; several processes
+stop at the next read after a SIGTERM, all at the same step; nothing non-finite is ever
+saved (see :mod:`~vilt.training.guards`).
 """
 
 from __future__ import annotations
@@ -33,9 +43,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import guards
 from .accel import build_accelerator, tracker_config, uses_tensorboard
 from .config import TrainingConfig
-from .evaluate import batch_size_of, evaluate, split_batch
+from .evaluate import evaluate
 from .interrupt import StopRequests
 from .loaders import make_loader
 from .metrics import Metric, metrics_for
@@ -43,6 +54,7 @@ from .optim import build_optimizer, build_scheduler
 from .progress import StepWindow
 from .records import MetricsLog, data_skips, write_json_atomic
 from .state import TrainState
+from .step import TrainStep
 
 __all__ = ["SIGTERM_EXIT_CODE", "Trainer"]
 
@@ -61,9 +73,15 @@ class Trainer:
     every process and returns more figures, ``{"eval_name": value}``, logged with it in
     metrics.csv and the results: metrics that are not per-sample rows (retrieval recall).
     ``callbacks``: ``callback(trainer, record)`` after each optimizer step, where ``record``
-    holds step, epoch, loss, lr and the step's eval metrics if it evaluated.
+    holds step, epoch, loss (the step's mean over its finite batches as a 0-dim device
+    tensor: reading it waits for the device, which the trainer itself never does between
+    reads), lr and the step's eval metrics if it evaluated.
     ``accelerator``: an Accelerator to use instead of one built from the config (its
-    mixed precision and gradient accumulation then apply)."""
+    mixed precision and gradient accumulation then apply).
+
+    The host reads the step's figures only at read points (every ``log_every`` steps,
+    before saving, at the end); see the module docstring for what that means for
+    ``on_nonfinite``, stop requests and several processes."""
 
     def __init__(
         self,
@@ -125,8 +143,11 @@ class Trainer:
         self._last_saved_step: int | None = None
         self._last_eval: dict[str, float] = {}
         self._eval_step: int | None = None
-        self._window = StepWindow()
         self._session_start = time.perf_counter()
+        self._window = StepWindow(check_grad_norm=getattr(self.accelerator, "scaler", None) is None)
+        self._step = TrainStep(
+            acc, self.model, self.optimizer, self.scheduler, config, self._window
+        )
 
     # -- setup ----------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, collate_fn: Callable | None, *, train: bool) -> DataLoader:
@@ -180,8 +201,11 @@ class Trainer:
         """Train to ``max_steps`` or ``epochs`` (resuming first if the config says so),
         evaluate, save, and return what ``results.json`` holds.
 
-        SIGTERM: checkpoint at the next step boundary, then ``SystemExit(143)``. Ctrl-C (or a
-        KeyboardInterrupt from a callback): checkpoint at the boundary, then KeyboardInterrupt.
+        SIGTERM: checkpoint at the next step boundary (several processes: at the next read),
+        then ``SystemExit(143)``. Ctrl-C (or a KeyboardInterrupt from a callback): checkpoint
+        at the boundary, then KeyboardInterrupt. FloatingPointError: a non-finite loss or
+        gradient (``on_nonfinite="raise"``), too many skipped steps, or non-finite weights
+        (nothing is saved then).
         """
         acc = self.accelerator
         self._session_start = time.perf_counter()
@@ -210,6 +234,7 @@ class Trainer:
                 raise
             finally:
                 pbar.close()
+            guards.check_trained(self.state)
             final_eval: dict[str, float] = {}
             if self.eval_loader is not None:
                 if self._eval_step == self.state.global_step:
@@ -226,7 +251,7 @@ class Trainer:
         return self.state.global_step >= self.total_steps
 
     def _loop(self, log: MetricsLog | None, pbar: Any) -> None:
-        acc, st = self.accelerator, self.state
+        st = self.state
         while not self._done():
             self._set_epoch(st.epoch)
             batches: Iterator[Any] = iter(self.train_loader)
@@ -238,12 +263,10 @@ class Trainer:
                 if self._skip_batch(batch):
                     continue
                 self._at_boundary = False
-                stepped = self._micro_step(batch)
-                if not stepped:
+                if not self._step(batch, step=st.global_step + 1, epoch=st.epoch):
                     continue
                 st.global_step += 1
                 st.batch_in_epoch = consumed
-                st.samples_seen += self._window.step_samples * acc.num_processes
                 self._at_boundary = True
                 pbar.update(1)
                 self._after_step(log, pbar)
@@ -252,9 +275,13 @@ class Trainer:
             st.epoch, st.batch_in_epoch = st.epoch + 1, 0
 
     def _skip_batch(self, batch: Any) -> bool:
-        """Whether to skip this batch: the collator returned None (every item skipped as bad)
-        here or, under several processes, on any of them, which all then skip it together
-        so that their gradient syncs stay paired."""
+        """Whether to drop this batch without a step: the collator returned None (every item
+        skipped as bad). One process drops it. Under DDP it is kept: the step runs a zero
+        loss in its place, so that the gradient syncs stay paired with no collective.
+        Other multi-process setups (FSDP, DeepSpeed) agree on it with an all-reduce per batch
+        and all drop it together."""
+        if self._step.ddp is not None:
+            return False
         skip = batch is None
         if self.accelerator.num_processes > 1:
             flag = torch.tensor([int(skip)], device=self.accelerator.device)
@@ -275,53 +302,18 @@ class Trainer:
         ckpt.restore_rng(*saved)
         return batches if first is _END else itertools.chain([first], batches)
 
-    def _micro_step(self, batch: Mapping[str, Any]) -> bool:
-        """Forward and backward of one batch; the optimizer steps at the end of each group of
-        ``grad_accum_steps`` batches (and at the end of an epoch). Returns whether it did."""
-        acc, cfg, model = self.accelerator, self.config, self.model
-        inputs, _ = split_batch(batch)
-        n = batch_size_of(inputs)
-        with acc.accumulate(model):
-            output = model(**inputs)
-            loss = getattr(output, "loss", None)
-            if loss is None:
-                raise ValueError(
-                    f"the model returned no loss: does the batch hold its labels? (keys: {sorted(inputs)})"
-                )
-            value = loss.detach().float().item()
-            if not math.isfinite(value):
-                where = f"step {self.state.global_step + 1} (epoch {self.state.epoch})"
-                if cfg.on_nonfinite == "raise":
-                    raise FloatingPointError(
-                        f"loss is {value} at {where}; set on_nonfinite='skip' to skip such batches"
-                    )
-                logger.warning("loss is %s at %s: batch skipped", value, where)
-                self.state.skipped_batches += 1
-                # a zero loss that reaches every parameter keeps DDP's gradient sync in step
-                loss = sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
-            else:
-                self._window.add(value, n, output)
-            acc.backward(loss)
-            grad_norm = None
-            if acc.sync_gradients and cfg.max_grad_norm:
-                grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            lr = self.optimizer.param_groups[0]["lr"]
-            self.optimizer.step()
-            if acc.sync_gradients and not acc.optimizer_step_was_skipped:
-                self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        if acc.sync_gradients:
-            self._window.end_step(lr, grad_norm)
-        return acc.sync_gradients
-
     def _after_step(self, log: MetricsLog | None, pbar: Any) -> None:
-        """At a step boundary: log, evaluate, callbacks, checkpoint, honour stop requests."""
+        """At a step boundary: read (at log and save steps), log, evaluate, callbacks,
+        checkpoint, honour stop requests."""
         acc, cfg, st = self.accelerator, self.config, self.state
         step = st.global_step
+        logged = step % cfg.log_every == 0 or self._done()
+        saving = bool(cfg.save_every) and step % cfg.save_every == 0
+        stop = self._read() if logged or saving else None
         row: dict[str, Any] = {"step": step}
-        if step % cfg.log_every == 0 or self._done():
+        if logged:
             row["epoch"] = round(self._epoch_progress(), 4)
-            row.update(self._window.flush(acc))
+            row.update(self._window.flush(with_grad_norm=bool(cfg.max_grad_norm)))
             pbar.set_postfix(
                 loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.3g}", sps=f"{row['samples_per_s']:.1f}"
             )
@@ -330,21 +322,32 @@ class Trainer:
         if self.eval_loader is not None and (periodic or self._done()):
             evaluated = self.evaluate()
         self._log_row(log, {**row, **evaluated})
-        record = {"step": step, "epoch": self._epoch_progress(), **self._window.last, **evaluated}
-        for callback in self.callbacks:
-            callback(self, record)
-        if cfg.save_every and step % cfg.save_every == 0:
+        if self.callbacks:
+            record = {"step": step, "epoch": self._epoch_progress(), **evaluated}
+            record.update(loss=self._window.step_loss(), lr=self._window.lr)
+            for callback in self.callbacks:
+                callback(self, record)
+        if saving:
             self._save()
-        stop = self.stop.requested
-        if acc.num_processes > 1:  # every process stops at the same step
-            flag = torch.tensor([stop or 0], device=acc.device)
-            stop = int(acc.reduce(flag, reduction="max").item()) or None
+        if acc.num_processes == 1:
+            stop = self.stop.requested  # several processes: exchanged at the reads
         if stop:
             self._save()
             if stop == signal.SIGINT:
                 raise KeyboardInterrupt
             acc.print(f"stopped by signal {stop} at step {step}; checkpoint saved")
             raise SystemExit(SIGTERM_EXIT_CODE)
+
+    # -- reads ----------------------------------------------------------------------------------
+    def _read(self) -> int | None:
+        """Read what the steps since the last read left on the device (one transfer; under
+        several processes a gather), update the counters and apply ``on_nonfinite`` and
+        ``max_consecutive_skips``. Returns a stop request of any process (signal number)."""
+        if not self._window.pending:  # the same on every process
+            return None
+        reading = self._window.read(self.accelerator, self.stop.requested)
+        guards.account(reading, self.state, self.config)
+        return reading.stop
 
     def _log_row(self, log: MetricsLog | None, row: dict[str, Any]) -> None:
         if len(row) <= 1:
@@ -384,6 +387,8 @@ class Trainer:
         acc, cfg = self.accelerator, self.config
         if self._last_saved_step == self.state.global_step or not ckpt.supported(acc):
             return None
+        self._read()  # a non-finite step raises here, before anything is written
+        guards.check_weights(self.unwrapped_model, "checkpoint", self.state.global_step)
         elapsed = self.state.elapsed_s + time.perf_counter() - self._session_start
         record = self.state.record(
             cfg, world_size=acc.num_processes, total_steps=self.total_steps, elapsed_s=elapsed
@@ -424,6 +429,7 @@ class Trainer:
             "epochs": round(self._epoch_progress(), 4),
             "samples_seen": self.state.samples_seen,
             "skipped_batches": self.state.skipped_batches,
+            "skipped_steps": self.state.skipped_steps,
             "wall_time_s": round(self.state.elapsed_s + session, 3),
             "session_time_s": round(session, 3),
             "num_parameters": sum(p.numel() for p in unwrapped.parameters()),
@@ -437,8 +443,12 @@ class Trainer:
             "data_skips": data_skips(acc, train=self.train_dataset, eval=self.eval_dataset),
             "config": cfg.to_dict(),
         }
-        if cfg.save_model and acc.is_main_process and hasattr(unwrapped, "save_pretrained"):
-            unwrapped.save_pretrained(self.output_dir)
+        if self._window.last_logged_loss is None and self.state.global_step:
+            logger.warning("train_loss is None: the last logged steps had no finite loss")
+        if cfg.save_model and hasattr(unwrapped, "save_pretrained"):
+            guards.check_weights(unwrapped, "model", self.state.global_step)  # every process
+            if acc.is_main_process:
+                unwrapped.save_pretrained(self.output_dir)
         if acc.is_main_process:
             write_json_atomic(self.output_dir / "results.json", results)
         if self._trackers:
