@@ -112,6 +112,17 @@ def test_the_collator_pads_both_images_of_every_pair(tmp_path):
     assert batch["meta"]["identifier"] == ["train-10-0-0", "train-11-1-0"]
 
 
+def test_the_collator_leaves_the_mask_out_when_no_image_is_padded():
+    processor = ViltProcessor(ImageProcessor(size=32, size_divisor=8), train_tokenizer(["a"], 50))
+    images = torch.rand(4, 3, 32, 32)
+    items = [
+        {"pixel_values": [images[0], images[1]], "text": "a", "labels": 1, "meta": {}},
+        {"pixel_values": [images[2], images[3]], "text": "a", "labels": 0, "meta": {}},
+    ]
+    batch = NLVR2Collator(processor)(items)
+    assert "pixel_mask" not in batch
+    torch.testing.assert_close(batch["pixel_values"], images.view(2, 2, 3, 32, 32))
+
 def test_easy_vqa_statements_are_true_or_false_as_the_facts_say():
     records = easy_vqa_nlvr2_records("test")
     facts = {path: (color, shape) for _, path, color, shape in full_fact_images("test")}

@@ -92,8 +92,8 @@ class NLVR2Dataset(RecordDataset):
 
 class NLVR2Collator(_TextImageCollator):
     """NLVR2 batches: input_ids, attention_mask, token_type_ids (B, T), pixel_values
-    (B, 2, 3, H, W) and pixel_mask (B, 2, H, W) (every image padded to the batch's largest),
-    labels (B,) long when every item has one, and meta (identifier, index).
+    (B, 2, 3, H, W) and pixel_mask (B, 2, H, W) (every image padded to the batch's largest;
+    the mask left out when no image is padded, as every collator does), labels (B,) long when every item has one, and meta (identifier, index).
 
     Args:
         processor: a ViltProcessor (or pass ``tokenizer=`` and ``image_processor=``).
@@ -111,12 +111,7 @@ class NLVR2Collator(_TextImageCollator):
         if any(len(it["pixel_values"]) != n for it in kept):
             raise ValueError("every NLVR2 item of a batch needs the same number of images")
         padded = self.pad_images([image for it in kept for image in it["pixel_values"]])
-        batch["pixel_values"] = padded["pixel_values"].view(
-            len(kept), n, *padded["pixel_values"].shape[1:]
-        )
-        batch["pixel_mask"] = padded["pixel_mask"].view(
-            len(kept), n, *padded["pixel_mask"].shape[1:]
-        )
+        batch.update({k: v.view(len(kept), n, *v.shape[1:]) for k, v in padded.items()})
         if all("labels" in it for it in kept):
             batch["labels"] = torch.tensor([it["labels"] for it in kept], dtype=torch.long)
         batch["meta"] = _meta(kept)
