@@ -123,6 +123,7 @@ def test_the_collator_leaves_the_mask_out_when_no_image_is_padded():
     assert "pixel_mask" not in batch
     torch.testing.assert_close(batch["pixel_values"], images.view(2, 2, 3, 32, 32))
 
+
 def test_easy_vqa_statements_are_true_or_false_as_the_facts_say():
     records = easy_vqa_nlvr2_records("test")
     facts = {path: (color, shape) for _, path, color, shape in full_fact_images("test")}

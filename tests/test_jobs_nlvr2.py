@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+import transformers
 from jobs_helpers import RECIPES, assert_run_outputs, results, rows, weights
 from test_data_nlvr2 import ROWS, write_nlvr2
 
@@ -104,3 +105,36 @@ def test_bad_flags_stop_before_any_data_is_read(tmp_path, capsys):
         nlvr2.main(["--randaugment", "-1", "--output-dir", str(tmp_path / "x")])
     assert "--randaugment must be >= 0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_public_nlvr2_layout_trains_on_from_a_transformers_checkpoint(tmp_path):
+    # a -finetuned-nlvr2 checkpoint as transformers saves it, random weights, two images
+    config = transformers.ViltConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        image_size=32, patch_size=8, vocab_size=100, max_position_embeddings=16,
+        modality_type_vocab_size=3, num_images=2, id2label={0: "False", 1: "True"},
+    )  # fmt: skip
+    hf = tmp_path / "hf"
+    torch.manual_seed(0)
+    transformers.ViltForImagesAndTextClassification(config).save_pretrained(hf)
+    sentences = [s for split in ROWS.values() for _, s, *_ in split]
+    vilt.train_tokenizer(sentences * 3, vocab_size=100).save_pretrained(hf)
+    root = write_nlvr2(tmp_path / "nlvr2")
+    out = tmp_path / "run"
+    args = ["--data", str(root), "--init", str(hf), "--batch-size", "2", "--max-steps", "1"]
+    assert nlvr2.main([*args, "--lr", "1e-30", "--output-dir", str(out)]) == 0
+    found = results(out)
+    assert found["metrics"]["eval_samples"] == len(ROWS["dev"])
+    assert len(json.loads((out / "predictions.json").read_text())) == len(ROWS["dev"])
+    # every weight came from the checkpoint: the same logits as transformers' model
+    ref = transformers.ViltForImagesAndTextClassification.from_pretrained(hf).eval()
+    model = vilt.ViltForImagesAndTextClassification.from_pretrained(out).eval()
+    gen = torch.Generator().manual_seed(3)
+    inputs = {
+        "input_ids": torch.randint(1, 100, (2, 6), generator=gen),
+        "pixel_values": torch.randn(2, 2, 3, 32, 32, generator=gen),
+    }
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(**inputs).logits, ref(**inputs).logits, atol=1e-5, rtol=1e-5
+        )
