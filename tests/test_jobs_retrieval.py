@@ -84,7 +84,9 @@ def test_itm_objective_and_hard_negatives(tmp_path, monkeypatch):
     assert json.loads((out / "config.json").read_text())["architectures"] == [
         "ViltForImageTextMatching"
     ]
-    assert results(out)["metrics"]["eval_itm_accuracy"] >= 0.0
+    metrics = results(out)["metrics"]
+    assert metrics["eval_samples"] == 16 * 2  # every held-out pair and its negative scored
+    assert 0.0 <= metrics["eval_itm_accuracy"] <= 1.0
     asked = []
     real = ModelScorer.__call__
 

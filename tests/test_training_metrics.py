@@ -191,6 +191,28 @@ def test_evaluate_hands_meta_to_metrics_and_skips_empty_batches():
     assert model.training  # put back as it was
 
 
+def test_evaluate_counts_every_row_a_collator_makes_of_an_item():
+    # a collator may make several rows of one item (retrieval's ITM pairs: 1 + k per item);
+    # the last batch keeps all its rows, not as many as the data set has items left over
+    def pairs(items):
+        rows = [row for item in items for row in item]
+        return {
+            "scores": torch.stack([r[0] for r in rows]),
+            "labels": torch.stack([r[1] for r in rows]),
+        }
+
+    items = [
+        [(LOGITS[i % 4], torch.tensor(1)), (LOGITS[(i + 1) % 4], torch.tensor(0))] for i in range(3)
+    ]
+    accelerator = Accelerator(cpu=True)
+    loader = accelerator.prepare(torch.utils.data.DataLoader(items, batch_size=2, collate_fn=pairs))
+    out = evaluate(accelerator, Stub(), loader, {"accuracy": accuracy})
+    assert out["eval_samples"] == 6
+    rows = pairs(items)
+    expected = (rows["scores"].argmax(-1) == rows["labels"]).double().mean().item()
+    assert out["eval_accuracy"] == pytest.approx(expected)
+
+
 class ToyPairs(torch.utils.data.Dataset):
     """Random tokens and images with ITM and MLM labels (vilt-test sizes)."""
 
