@@ -21,7 +21,11 @@ __all__ = ["is_karpathy_split", "load_karpathy_records"]
 
 def is_karpathy_split(data: Any) -> bool:
     """Whether a parsed JSON file is in the Karpathy-split layout (images with sentences),
-    rather than COCO's own captions layout (images and annotations)."""
+    rather than COCO's own captions layout (images and annotations).
+
+    Args:
+        data: the file's parsed JSON.
+    """
     return (
         isinstance(data, dict)
         and isinstance(data.get("images"), list)

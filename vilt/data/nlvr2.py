@@ -135,7 +135,13 @@ def load_nlvr2_records(
     root: str | os.PathLike, split: str = "train", *, skips: SkipCounter | None = None
 ) -> list[NLVR2Record]:
     """The statements of ``split`` (train, dev, test1, or another file in ``nlvr2/data/``)
-    under an NLVR2 ``root`` (see the module docstring)."""
+    under an NLVR2 ``root`` (see the module docstring).
+
+    Args:
+        root: the release's root, holding ``nlvr2/data/`` and the image folders.
+        split: the statements file's name without ``.json``.
+        skips: counts bad lines and missing images instead of raising (``skip_bad``).
+    """
     root = Path(root)
     path = root / "nlvr2" / "data" / f"{split}.json"
     if not path.is_file():

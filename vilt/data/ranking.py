@@ -46,7 +46,11 @@ def _same_text(caption: str) -> str:
 def easy_vqa_retrieval_records(split: str = "train") -> list[PairRecord]:
     """Three captions of each easy-VQA image whose colour and shape are known, each naming
     both ("a red circle", "the circle is red", "there is a red circle"): 3,542 train and 880
-    test images."""
+    test images.
+
+    Args:
+        split: "train" or "test" ("validation" reads the test split).
+    """
     if split not in ("train", "test", "validation"):
         raise DataError(f"easy-VQA: no split {split!r}; it has ['test', 'train']")
     records = []

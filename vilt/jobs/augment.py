@@ -292,7 +292,11 @@ def add_randaugment_flags(group: Any, *, default_ops: int = 0) -> None:
 
 
 def check_randaugment_flags(args: argparse.Namespace) -> None:
-    """A value the flags cannot take, as a ValueError naming the flag (for ``resolve``)."""
+    """A value the flags cannot take, as a ValueError naming the flag (for ``resolve``).
+
+    Args:
+        args: the parsed flags (``--randaugment``, ``-magnitude``, ``-ops``).
+    """
     if args.randaugment < 0:
         raise ValueError(f"--randaugment must be >= 0 operations, got {args.randaugment}")
     if not 0 <= args.randaugment_magnitude <= 30:
@@ -312,7 +316,13 @@ def check_randaugment_flags(args: argparse.Namespace) -> None:
 
 
 def with_randaugment(collate: Callable, args: argparse.Namespace, *, stream: int = 7) -> Callable:
-    """``collate`` wrapped in :class:`RandAugment` as the flags say (unwrapped when off)."""
+    """``collate`` wrapped in :class:`RandAugment` as the flags say (unwrapped when off).
+
+    Args:
+        collate: the job's training collator.
+        args: the parsed flags (``--randaugment``, ``-magnitude``, ``-ops``, ``--seed``).
+        stream: separates these draws from the job's other augmentations of the same seed.
+    """
     if not args.randaugment:
         return collate
     return RandAugment(

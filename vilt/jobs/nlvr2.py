@@ -112,7 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def with_image_types(ckpt: Checkpoint, num_images: int = 2) -> Checkpoint:
     """A one-image checkpoint (VQA, ITM, MLM, a backbone) ready for ``num_images`` images per
     text: its modality-type table extended as ViLT starts NLVR2, each new image's row a copy
-    of the first image's (row 1). Other checkpoints are returned as they are."""
+    of the first image's (row 1). Other checkpoints are returned as they are.
+
+    Args:
+        ckpt: the checkpoint as read.
+        num_images: images per text of the model it starts.
+    """
     rows = num_images + 1
     if int(ckpt.config.get("modality_type_vocab_size", 2)) >= rows:
         return ckpt

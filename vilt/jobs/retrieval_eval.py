@@ -129,7 +129,13 @@ class RecallEvaluator:
 def write_retrieval_predictions(path: Path, pool: RetrievalPool, result: RetrievalResult) -> int:
     """predictions.json: for each text its first images (by key), for each image its first
     texts, and the rank of the first right answer (0-based; null for an image no text of
-    the pool describes). Returns the number of queries written."""
+    the pool describes). Returns the number of queries written.
+
+    Args:
+        path: the file to write (atomically).
+        pool: the held-out images and texts that were ranked.
+        result: their ranking (exhaustive or reranked).
+    """
     keys = [str(k) for k in pool.image_keys]
     t2i = [
         {"text": pool.texts[t], "image": keys[pool.text_to_image[t]], "rank": rank,
