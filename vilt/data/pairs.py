@@ -9,11 +9,17 @@ Sources (``load_pairs``):
 - a JSON file in the Karpathy-split layout (``dataset_coco.json``, ``dataset_flickr30k.json``:
   images with ``filename``, ``split`` and ``sentences``; :mod:`vilt.data.karpathy`), the
   images of ``split`` under ``image_dir``;
+- Visual Genome's region_descriptions.json, SBU Captions' JSON and Conceptual Captions'
+  TSV, with their images downloaded beside them (:mod:`vilt.data.corpora`: an absent or
+  unreadable image is a counted skip);
+- a mixture file ({"sources": [{"data", "weight", ...}]}): several sources mixed with
+  weights (:mod:`vilt.data.mixture`);
 - a JSONL file ({"image": path, "caption": text} a line) or a CSV file with image and
   caption columns (also accepted: image_path/file_name/filepath, text); relative paths are
   relative to the file;
 - otherwise a ``datasets`` source with an image column and a caption/text column (a list
-  of captions makes one pair each).
+  of captions makes one pair each; webdataset shards' jpg/txt too), streamed with
+  ``streaming=True``.
 Items are {"pixel_values", "text", "meta": {"image_id", "index"}}; ITM negatives and MLM
 masks are made per batch by :class:`vilt.data.collate.PretrainingCollator`.
 """
@@ -32,6 +38,7 @@ from typing import Any
 import datasets
 
 from .base import ImageRecord, RecordDataset
+from .corpora import corpus_records, is_conceptual_captions, json_layout
 from .easy_vqa import easy_vqa_facts
 from .errors import DataError, SkipCounter, read_json, skip_or_raise
 from .hub import RowImage, find_column, open_hf, undecoded
@@ -41,7 +48,7 @@ from .streaming import StreamingDataset
 __all__ = ["PairRecord", "PairsDataset", "easy_vqa_captions", "load_pairs"]
 
 _IMAGE_KEYS = ("image", "image_path", "file_name", "filepath", "path")
-_CAPTION_KEYS = ("caption", "text", "captions", "sentence")
+_CAPTION_KEYS = ("caption", "text", "captions", "sentence", "txt")  # txt: webdataset shards
 
 
 @dataclass
@@ -122,12 +129,18 @@ def load_easy_vqa_pairs(split: str = "train") -> list[PairRecord]:
 
 def load_coco_captions(
     path: str | os.PathLike, *, image_dir: str | os.PathLike | None = None,
-    skips: SkipCounter | None = None, data: Any = None,
+    skips: SkipCounter | None = None,
 ) -> list[PairRecord]:  # fmt: skip
-    """COCO-captions JSON: each annotation's caption paired with its image's file
-    (``data``: the file's content when it was read already)."""
+    """COCO-captions JSON: each annotation's caption paired with its image's file."""
     path = Path(path)
-    data = read_json(path) if data is None else data
+    return coco_records(read_json(path), path, image_dir=image_dir, skips=skips)
+
+
+def coco_records(
+    data: Any, path: Path, *, image_dir: str | os.PathLike | None = None,
+    skips: SkipCounter | None = None,
+) -> list[PairRecord]:  # fmt: skip
+    """The pairs of a COCO-captions JSON already parsed from ``path``."""
     if (
         not isinstance(data, dict)
         or not isinstance(data.get("images"), list)
@@ -267,10 +280,25 @@ def load_pairs(
         records: Any = load_easy_vqa_pairs(split)
     elif suffix == ".json" and Path(source).is_file():
         data = read_json(source)
-        if is_karpathy_split(data):
+        layout = "karpathy" if is_karpathy_split(data) else json_layout(data)
+        if layout == "mixture":
+            from .mixture import load_pair_mixture, read_mixture_file
+
+            return load_pair_mixture(
+                read_mixture_file(source), split=split, transform=transform,
+                cache_images=cache_images, max_pixels=max_pixels,
+            )  # fmt: skip
+        if layout == "karpathy":
             records = load_karpathy_records(source, data, split, image_dir=image_dir, skips=skips)
-        else:
-            records = load_coco_captions(source, image_dir=image_dir, skips=skips, data=data)
+        elif layout == "coco":
+            records = coco_records(data, Path(source), image_dir=image_dir, skips=skips)
+        else:  # web and region corpora: an image that is absent is a counted skip
+            options["skips"] = skips = skips or SkipCounter()
+            records = corpus_records(layout, data, Path(source), image_dir=image_dir, skips=skips)
+    elif suffix == ".tsv" and is_conceptual_captions(source):
+        options["skips"] = skips = skips or SkipCounter()
+        records = corpus_records("conceptual-captions", None, Path(source), image_dir=image_dir,
+                                 skips=skips)  # fmt: skip
     elif suffix in (".jsonl", ".ndjson", ".csv", ".tsv"):
         records = load_pair_file(source, skips=skips)
     else:

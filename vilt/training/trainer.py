@@ -52,7 +52,7 @@ from .loaders import make_loader
 from .metrics import Metric, metrics_for
 from .optim import build_optimizer, build_scheduler
 from .progress import StepWindow
-from .records import MetricsLog, data_skips, write_json_atomic
+from .records import MetricsLog, data_skips, text_truncation, write_json_atomic
 from .state import TrainState
 from .step import TrainStep
 
@@ -78,6 +78,8 @@ class Trainer:
     reads), lr and the step's eval metrics if it evaluated.
     ``accelerator``: an Accelerator to use instead of one built from the config (its
     mixed precision and gradient accumulation then apply).
+    ``prepare_inputs``: ``prepare_inputs(model, inputs) -> inputs`` in each training step,
+    on the device, before the forward (e.g. :class:`~vilt.training.HardNegatives`).
 
     The host reads the step's figures only at read points (every ``log_every`` steps,
     before saving, at the end); see the module docstring for what that means for
@@ -96,6 +98,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         accelerator: Accelerator | None = None,
         evaluators: Sequence[Evaluator] = (),
+        prepare_inputs: Callable[[torch.nn.Module, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
         self.output_dir = Path(config.output_dir)
@@ -114,6 +117,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.evaluators = list(evaluators)
         self.collate_fn = collate_fn
+        self._eval_collate = None if eval_dataset is None else eval_collate_fn or collate_fn
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self._loader_gen = torch.Generator()
@@ -146,7 +150,7 @@ class Trainer:
         self._session_start = time.perf_counter()
         self._window = StepWindow(check_grad_norm=getattr(self.accelerator, "scaler", None) is None)
         self._step = TrainStep(
-            acc, self.model, self.optimizer, self.scheduler, config, self._window
+            acc, self.model, self.optimizer, self.scheduler, config, self._window, prepare_inputs
         )
 
     # -- setup ----------------------------------------------------------------------------------
@@ -441,6 +445,7 @@ class Trainer:
             "device": str(acc.device),
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
             "data_skips": data_skips(acc, train=self.train_dataset, eval=self.eval_dataset),
+            "text_truncation": text_truncation(acc, train=self.collate_fn, eval=self._eval_collate),
             "config": cfg.to_dict(),
         }
         if self._window.last_logged_loss is None and self.state.global_step:
