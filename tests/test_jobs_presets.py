@@ -16,6 +16,7 @@ import pytest
 
 from vilt.config import get_preset, preset_names
 from vilt.jobs import pretrain, train_vit, vqa
+from vilt.jobs.augment import DEFAULT_RANDAUGMENT_OPS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -95,7 +96,17 @@ def _plain(value):
 @pytest.mark.parametrize(
     ("name", "new"),
     [
-        ("vqa", {"recipe_preset": "easy-vqa", "cache_images": True}),
+        (
+            "vqa",
+            {
+                "recipe_preset": "easy-vqa",
+                "cache_images": True,
+                # RandAugment, new since: off in the preset
+                "randaugment": 0,
+                "randaugment_magnitude": 9,
+                "randaugment_ops": list(DEFAULT_RANDAUGMENT_OPS),
+            },
+        ),
         (
             "pretrain",
             {

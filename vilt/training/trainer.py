@@ -61,6 +61,7 @@ __all__ = ["SIGTERM_EXIT_CODE", "Trainer"]
 
 logger = logging.getLogger("vilt.training")
 Callback = Callable[["Trainer", dict[str, Any]], None]
+Evaluator = Callable[["Trainer"], dict[str, float]]
 _END = object()
 SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a job ended by SIGTERM
 
@@ -69,6 +70,9 @@ class Trainer:
     """Trains ``model`` (called as ``model(**inputs)``, returning an output with ``.loss``).
 
     ``metrics``: name -> metric for :meth:`evaluate` (default: :func:`metrics_for` the model).
+    ``evaluators``: ``evaluator(trainer)`` runs after each evaluation of ``eval_dataset`` on
+    every process and returns more figures, ``{"eval_name": value}``, logged with it in
+    metrics.csv and the results: metrics that are not per-sample rows (retrieval recall).
     ``callbacks``: ``callback(trainer, record)`` after each optimizer step, where ``record``
     holds step, epoch, loss (the step's mean over its finite batches as a 0-dim device
     tensor: reading it waits for the device, which the trainer itself never does between
@@ -94,6 +98,7 @@ class Trainer:
         metrics: Mapping[str, Metric] | None = None,
         callbacks: Sequence[Callback] = (),
         accelerator: Accelerator | None = None,
+        evaluators: Sequence[Evaluator] = (),
         prepare_inputs: Callable[[torch.nn.Module, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
@@ -111,6 +116,7 @@ class Trainer:
         set_seed(config.seed)
         self.metrics = dict(metrics_for(model) if metrics is None else metrics)
         self.callbacks = list(callbacks)
+        self.evaluators = list(evaluators)
         self.collate_fn = collate_fn
         self._eval_collate = None if eval_dataset is None else eval_collate_fn or collate_fn
         self.train_dataset = train_dataset
@@ -394,6 +400,8 @@ class Trainer:
         out = evaluate(self.accelerator, self.model, loader, self.metrics)
         out.update(self.kept.evaluate(self.accelerator, loader, self.metrics))  # ema_eval_*
         if dataset is None:
+            for evaluator in self.evaluators:
+                out.update(evaluator(self))
             self._last_eval, self._eval_step = out, self.state.global_step
         return out
 

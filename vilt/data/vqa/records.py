@@ -25,11 +25,13 @@ __all__ = ["VQARecord", "load_easy_vqa_records", "load_vqav2_records", "vqav2_sp
 @dataclass
 class VQARecord(ImageRecord):
     """One question about one image, with its human answers (normalised; ``None`` when the
-    split has no annotations)."""
+    split has no annotations) and, where the annotations give one, its ``answer_type``
+    (VQAv2: "yes/no", "number" or "other"; the official evaluation reports accuracy by it)."""
 
     question: str = ""
     answers: list[str] | None = None
     question_id: Any = None
+    answer_type: str | None = None
 
 
 def check_question(record: VQARecord) -> None:
@@ -105,8 +107,10 @@ def _field(entry: Any, key: str, path: Path, n: int) -> Any:
     return entry[key]
 
 
-def _read_annotations(path: Path) -> dict[Any, list[str]]:
+def _read_annotations(path: Path) -> tuple[dict[Any, list[str]], dict[Any, str]]:
+    """(question id -> normalised answers, question id -> answer_type where given)."""
     answers: dict[Any, list[str]] = {}
+    types: dict[Any, str] = {}
     for n, entry in enumerate(_list_field(read_json(path), "annotations", path)):
         qid = _field(entry, "question_id", path, n)
         given = _field(entry, "answers", path, n)
@@ -117,7 +121,9 @@ def _read_annotations(path: Path) -> dict[Any, list[str]]:
                 f"{path}: record {n} (question {qid}): 'answers' must be a list of {{'answer': ...}}"
             )
         answers[qid] = [normalize_answer(str(a["answer"])) for a in given]
-    return answers
+        if entry.get("answer_type") is not None:
+            types[qid] = str(entry["answer_type"])
+    return answers, types
 
 
 def load_vqav2_records(
@@ -145,8 +151,10 @@ def load_vqav2_records(
     if not images.is_dir():
         raise DataError(f"{images}: image directory not found (for {q_path.name})")
     present = set(os.listdir(images))
+    types: dict[Any, str] = {}
     if a_path.exists():
-        answers: dict[Any, list[str]] | None = _read_annotations(a_path)
+        answers: dict[Any, list[str]] | None
+        answers, types = _read_annotations(a_path)
     elif split.startswith("test"):
         answers = None
     else:
@@ -174,6 +182,7 @@ def load_vqav2_records(
         record = VQARecord(
             image=images / name, image_key=image_id, source=source, question=text,
             answers=None if answers is None else answers[qid], question_id=qid,
+            answer_type=types.get(qid),
         )  # fmt: skip
         if _keep(record, skips):
             records.append(record)
