@@ -42,6 +42,7 @@ __all__ = ["build_parser", "main", "parse_args"]
 EXAMPLES = """examples:
   python recipes/nlvr2.py                                 # easy-VQA statements, accuracy
   vilt nlvr2 --recipe-preset recipes/presets/easy-vqa-nlvr2.json   # the same via vilt
+  python recipes/nlvr2.py --init-vision runs/vit-shapes   # from a ViT (the paper's start)
   vilt nlvr2 --data /data/nlvr2 --init dandelin/vilt-b32-mlm --image-size 384 \\
       --randaugment 2 --batch-size 16 --epochs 10 --lr 1e-4
   vilt nlvr2 --data /data/nlvr2 --eval-only --init dandelin/vilt-b32-finetuned-nlvr2 \\

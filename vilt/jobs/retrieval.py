@@ -47,6 +47,7 @@ EXAMPLES = """examples:
   python recipes/retrieval.py                             # easy-VQA captions, recall@1/5/10
   vilt retrieval --recipe-preset recipes/presets/easy-vqa-retrieval.json   # the same
   python recipes/retrieval.py --objective itm             # the binary ITM loss instead
+  python recipes/retrieval.py --init-vision runs/vit-shapes   # from a ViT (the paper's start)
   vilt retrieval --eval-only --init runs/pretrain         # recall of an ITM model as it is
   vilt retrieval --data dataset_coco.json --image-dir /data/coco --train-split train+restval \\
       --init dandelin/vilt-b32-mlm --image-size 384 --randaugment 2 --batch-size 8
