@@ -1,6 +1,7 @@
 """Where a ViLT job starts: --init-vision (a ViT checkpoint, the paper's start), --init-text
 (BERT's text embeddings and tokenizer) and --max-text-length (the text positions, which the
-processor follows), on local transformers checkpoints with random weights."""
+processor follows), on local transformers checkpoints with random weights: in every ViLT
+job (vqa, pretrain, retrieval, nlvr2)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,21 @@ import json
 import pytest
 import torch
 import transformers
-from jobs_helpers import TINY_VQA, results, weights
+from jobs_helpers import RECIPES, TINY_VQA, results, weights
 
 import vilt
-from vilt.jobs import pretrain, vqa
+from vilt.jobs import nlvr2, pretrain, retrieval, vqa
 from vilt.modeling.pretrained import read_checkpoint
 from vilt.processing import Tokenizer
 
 SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+# the retrieval and NLVR2 recipes on a handful of examples (their recipe presets applied)
+TINY_RETRIEVAL = ["--recipe-preset", str(RECIPES / "presets" / "easy-vqa-retrieval.json")]
+TINY_RETRIEVAL += ["--max-train-examples", "16", "--max-eval-examples", "8", "--batch-size"]
+TINY_RETRIEVAL += ["8", "--negative-texts", "2", "--recall-images", "4", "--rerank-top-k", "2"]
+TINY_NLVR2 = ["--recipe-preset", str(RECIPES / "presets" / "easy-vqa-nlvr2.json")]
+TINY_NLVR2 += ["--max-train-examples", "16", "--max-eval-examples", "8", "--batch-size", "8"]
+JOBS = (vqa, pretrain, retrieval, nlvr2)
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +56,10 @@ def from_vit(sources, tmp_path_factory):
     return out
 
 
-def test_vqa_from_a_vit_keeps_its_blocks_and_berts_text(sources, from_vit):
-    saved = weights(from_vit)
-    vit = read_checkpoint(str(sources / "vit"), vilt.ViTModel).state_dict
+def assert_holds_the_vit(saved: dict, vit_dir) -> None:
+    """The run's model (one step at lr 1e-30: its start) has the ViT's encoder blocks, final
+    norm, patch projection, class token and positions."""
+    vit = read_checkpoint(str(vit_dir), vilt.ViTModel).state_dict
     kept = {f"vilt.{k}" for k in vit if k.startswith("encoder.")}
     assert len(kept) == 2 * 12 + 2  # two blocks, the final norm
     for key in kept:
@@ -59,6 +68,11 @@ def test_vqa_from_a_vit_keeps_its_blocks_and_berts_text(sources, from_vit):
         torch.testing.assert_close(
             saved[f"vilt.embeddings.image.{key}"], vit[f"embeddings.{key}"], rtol=0, atol=1e-20
         )
+
+
+def test_vqa_from_a_vit_keeps_its_blocks_and_berts_text(sources, from_vit):
+    saved = weights(from_vit)
+    assert_holds_the_vit(saved, sources / "vit")
     bert = transformers.BertModel.from_pretrained(sources / "bert").embeddings
     torch.testing.assert_close(
         saved["vilt.embeddings.text.word_embeddings.weight"], bert.word_embeddings.weight,
@@ -96,6 +110,46 @@ def test_an_init_model_gets_longer_text_without_changing_what_fit(from_vit, tmp_
     assert results(out)["start"]["kind"] == "init" and results(out)["start"]["text_positions"] == 20
 
 
+def test_retrieval_starts_from_a_vit(sources, tmp_path):
+    out = tmp_path / "run"
+    argv = [*TINY_RETRIEVAL, "--init-vision", str(sources / "vit"), "--max-text-length", "12",
+            "--max-steps", "1", "--lr", "1e-30", "--output-dir", str(out)]  # fmt: skip
+    with pytest.warns(vilt.CheckpointWarning, match="ViltForImageTextRetrieval from ViT"):
+        assert retrieval.main(argv) == 0
+    assert_holds_the_vit(weights(out), sources / "vit")
+    assert vilt.ViltProcessor.from_pretrained(out).max_length == 12
+    found = results(out)
+    assert found["start"] == {
+        "kind": "vision", "init": None, "init_vision": str(sources / "vit"),
+        "init_text": None, "text_positions": 12,
+    }  # fmt: skip
+    assert found["recall"]["images"] == 4
+
+
+def test_nlvr2_starts_from_a_vit_and_bert_with_a_second_image_type(sources, tmp_path):
+    out = tmp_path / "run"
+    argv = [*TINY_NLVR2, "--init-vision", str(sources / "vit"), "--init-text",
+            str(sources / "bert"), "--max-text-length", "12", "--max-steps", "1", "--lr", "1e-30",
+            "--output-dir", str(out)]  # fmt: skip
+    with pytest.warns(vilt.CheckpointWarning, match="ViltForImagesAndTextClassification from ViT"):
+        assert nlvr2.main(argv) == 0
+    saved = weights(out)
+    assert_holds_the_vit(saved, sources / "vit")
+    assert saved["vilt.embeddings.modality_type_embeddings.weight"].shape == (3, 32)
+    bert = transformers.BertModel.from_pretrained(sources / "bert").embeddings
+    torch.testing.assert_close(
+        saved["vilt.embeddings.text.word_embeddings.weight"], bert.word_embeddings.weight,
+        rtol=0, atol=1e-20,
+    )  # fmt: skip
+    assert vilt.ViltForImagesAndTextClassification.from_pretrained(out).config.num_images == 2
+    bert_vocab = Tokenizer.from_pretrained(sources / "bert").get_vocab()
+    assert Tokenizer.from_pretrained(out).get_vocab() == bert_vocab
+    assert results(out)["start"] == {
+        "kind": "vision", "init": None, "init_vision": str(sources / "vit"),
+        "init_text": str(sources / "bert"), "text_positions": 12,
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -106,15 +160,18 @@ def test_an_init_model_gets_longer_text_without_changing_what_fit(from_vit, tmp_
     ],
 )
 def test_start_flags_that_cannot_work_are_one_error_line(argv, message, capsys):
-    for job in (vqa, pretrain):
+    for job in JOBS:
         with pytest.raises(SystemExit) as stop:
             job.parse_args(argv)
         assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_a_non_vit_init_vision_is_named(from_vit, tmp_path):
+@pytest.mark.parametrize("job", JOBS, ids=lambda job: job.__name__.rsplit(".", 1)[-1])
+def test_a_non_vit_init_vision_is_named_before_any_data_is_read(job, from_vit, tmp_path):
+    missing = tmp_path / "no-data-here"  # read first, it would be the error
     with pytest.raises(vilt.CheckpointError, match="not a ViT"):
-        pretrain.main(["--init-vision", str(from_vit), "--output-dir", str(tmp_path)])
+        job.main(["--init-vision", str(from_vit), "--data", str(missing),
+                  "--output-dir", str(tmp_path / "out")])  # fmt: skip
 
 
 def test_a_job_that_does_not_honour_the_flags_says_so(tmp_path):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -170,9 +170,16 @@ class ViltStart:
     Args:
         args: the job's parsed flags.
         model_cls: the ViLT class the job trains (an --init checkpoint is read for it).
+        adapt: what the job does to an --init checkpoint as read before its model is built
+            from it (NLVR2 gives a one-image checkpoint a second image's modality type).
     """
 
-    def __init__(self, args: argparse.Namespace, model_cls: type) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        model_cls: type,
+        adapt: Callable[[Checkpoint], Checkpoint] | None = None,
+    ) -> None:
         self.args = args
         self.init: Checkpoint | None = None
         self.vit: Checkpoint | None = None
@@ -180,6 +187,8 @@ class ViltStart:
         length = args.max_text_length
         if args.init is not None:
             self.init = read_init(args.init, model_cls)
+            if adapt is not None:
+                self.init = adapt(self.init)
             base = ViltConfig.from_dict(self.init.config)
         elif args.init_vision is not None:
             self.vit = read_checkpoint(args.init_vision, ViTModel)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..atomic import write_text
-from ..config import ViltConfig, to_pair
+from ..config import ViltConfig
 from ..data.nlvr2 import LABELS, NLVR2Collator, load_nlvr2
 from ..modeling import ViltForImagesAndTextClassification
 from ..modeling.pretrained import Checkpoint
@@ -42,6 +42,7 @@ __all__ = ["build_parser", "main", "parse_args"]
 EXAMPLES = """examples:
   python recipes/nlvr2.py                                 # easy-VQA statements, accuracy
   vilt nlvr2 --recipe-preset recipes/presets/easy-vqa-nlvr2.json   # the same via vilt
+  python recipes/nlvr2.py --init-vision runs/vit-shapes   # from a ViT (the paper's start)
   vilt nlvr2 --data /data/nlvr2 --init dandelin/vilt-b32-mlm --image-size 384 \\
       --randaugment 2 --batch-size 16 --epochs 10 --lr 1e-4
   vilt nlvr2 --data /data/nlvr2 --eval-only --init dandelin/vilt-b32-finetuned-nlvr2 \\
@@ -139,41 +140,28 @@ def _split(args: argparse.Namespace, split: str, transform: Any, n: int | None, 
 
 def _train(job: Job) -> int:
     args = job.args
-    init = models.read_init(args.init, ViltForImagesAndTextClassification) if args.init else None
-    init = with_image_types(init) if init is not None else None
-    base = ViltConfig.from_dict(init.config) if init else models.scratch_config(args)
+    start = models.ViltStart(args, ViltForImagesAndTextClassification, adapt=with_image_types)
     processor = models.resumed_processor(job.out, args.resume)
-    size = args.image_size or min(to_pair(base.image_size))
-    images = (
-        processor.image_processor
-        if processor
-        else models.image_processor(size, max(to_pair(base.patch_size)))
-    )
+    images = processor.image_processor if processor else start.image_processor()
     transform = partial(images.preprocess_one, normalize=False)
     full, train = _split(args, args.train_split, transform, args.max_train_examples, train=True)
     test_full, test = _split(args, args.eval_split, transform, args.max_eval_examples, train=False)
     if processor is None:
         texts = [r.sentence for r in full.records]
-        tokenizer = models.run_tokenizer(args.init, texts, args.vocab_size)
-        processor = ViltProcessor(images, tokenizer, max_length=base.max_position_embeddings)
+        processor = start.processor(images, start.tokenizer(texts, args.vocab_size))
     fields = {"id2label": dict(LABELS), "num_labels": 2, "pooled_only": True}
-    if init is not None:
-        model = models.from_init(ViltForImagesAndTextClassification, init, **fields)
-    else:
-        config = models.scratch_config(
-            args, vocab_size=processor.tokenizer.vocab_size, num_images=2,
-            modality_type_vocab_size=3, **fields,
-        )  # fmt: skip
-        model = ViltForImagesAndTextClassification(config)
-    models.check_vocab(processor, model.config, args.init or f"preset {args.preset}")
+    if start.init is None:  # a new model (a preset or a ViT) gets the second image's type
+        fields.update(num_images=2, modality_type_vocab_size=3)
+    model = start.build(ViltForImagesAndTextClassification, processor, **fields)
+    job.model_start = start.record(model)
     if job.is_main:
         processor.save_pretrained(job.out)
     collate = NLVR2Collator(processor)
     labelled = any(r.label is not None for r in test_full.records)
     job.say(
         f"NLVR2 on {args.data or 'easy-vqa statements'}: {len(train):,} training and "
-        f"{len(test):,} {args.eval_split} statements, {model.num_parameters() / 1e6:.2f}M "
-        "parameters"
+        f"{len(test):,} {args.eval_split} statements, from {start.describe()}, "
+        f"{model.num_parameters() / 1e6:.2f}M parameters"
     )
     trainer = Trainer(
         model,

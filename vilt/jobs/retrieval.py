@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..config import ViltConfig, to_pair
+from ..config import ViltConfig
 from ..data.ranking import RankingCollator, RankingDataset, load_retrieval_pairs, retrieval_pool
 from ..modeling import (
     ViltForImageTextMatching,
@@ -47,6 +47,7 @@ EXAMPLES = """examples:
   python recipes/retrieval.py                             # easy-VQA captions, recall@1/5/10
   vilt retrieval --recipe-preset recipes/presets/easy-vqa-retrieval.json   # the same
   python recipes/retrieval.py --objective itm             # the binary ITM loss instead
+  python recipes/retrieval.py --init-vision runs/vit-shapes   # from a ViT (the paper's start)
   vilt retrieval --eval-only --init runs/pretrain         # recall of an ITM model as it is
   vilt retrieval --data dataset_coco.json --image-dir /data/coco --train-split train+restval \\
       --init dandelin/vilt-b32-mlm --image-size 384 --randaugment 2 --batch-size 8
@@ -231,28 +232,15 @@ def _train(job: Job) -> int:
     cls = _model_class(args)
     if args.hard_pool is None:
         args.hard_pool = 4 * max(args.negative_texts, args.negative_images)
-    init = models.read_init(args.init, cls) if args.init else None
-    base = ViltConfig.from_dict(init.config) if init else models.scratch_config(args)
+    start = models.ViltStart(args, cls)
     processor = models.resumed_processor(job.out, args.resume)
-    size = args.image_size or min(to_pair(base.image_size))
-    images = (
-        processor.image_processor
-        if processor
-        else models.image_processor(size, max(to_pair(base.patch_size)))
-    )
+    images = processor.image_processor if processor else start.image_processor()
     train_pairs = _pairs(args, images, held_out=False)
     if processor is None:
         texts = [r.caption for r in train_pairs.records]
-        tokenizer = models.run_tokenizer(args.init, texts, args.vocab_size)
-        processor = ViltProcessor(images, tokenizer, max_length=base.max_position_embeddings)
-    if init is not None:
-        model = models.from_init(cls, init, pooled_only=True)
-    else:
-        config = models.scratch_config(
-            args, vocab_size=processor.tokenizer.vocab_size, pooled_only=True
-        )
-        model = cls(config)
-    models.check_vocab(processor, model.config, args.init or f"preset {args.preset}")
+        processor = start.processor(images, start.tokenizer(texts, args.vocab_size))
+    model = start.build(cls, processor, pooled_only=True)
+    job.model_start = start.record(model)
     held_out = _pairs(args, images, held_out=True)
     train = _ranking_set(args, train_pairs, held_out=False)
     test = _ranking_set(args, held_out, held_out=True)
@@ -268,7 +256,7 @@ def _train(job: Job) -> int:
         f"retrieval ({args.objective}) on {args.data or 'easy-vqa captions'}: {len(train):,} "
         f"training pairs with {args.negative_texts} + {args.negative_images} {args.negatives} "
         f"negatives, {len(test):,} held-out pairs; recall over {len(evaluator.pool.images):,} "
-        f"images and {len(evaluator.pool.texts):,} texts; "
+        f"images and {len(evaluator.pool.texts):,} texts; from {start.describe()}, "
         f"{model.num_parameters() / 1e6:.2f}M parameters"
     )
     trainer = Trainer(
