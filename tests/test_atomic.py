@@ -63,3 +63,20 @@ def test_a_written_file_gets_the_usual_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_a_writer_that_makes_a_private_file_still_gets_the_umask_mode(tmp_path, umask):
+    """safetensors' save_file makes its file 0600: other users of a shared model directory
+    could not read it. The umask decides, as for any file the user writes."""
+    import torch
+    from safetensors.torch import save_file
+
+    mask = os.umask(umask)
+    try:
+        path = atomic.atomic_write(
+            tmp_path / "model.safetensors", lambda tmp: save_file({"w": torch.zeros(1)}, tmp)
+        )
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

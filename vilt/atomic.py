@@ -18,7 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "temporary_name", "write_bytes", "write_json", "write_text"]
+__all__ = [
+    "atomic_write",
+    "flush_to_disk",
+    "honour_umask",
+    "temporary_name",
+    "write_bytes",
+    "write_json",
+    "write_text",
+]
 
 
 def temporary_name(path: Path) -> Path:
@@ -45,7 +53,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
     tmp = temporary_name(path)
     try:
         write(os.fspath(tmp))
-        _flush_to_disk(tmp)
+        honour_umask(tmp)
+        flush_to_disk(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -98,8 +107,38 @@ def write_json(
     return write_text(path, text)
 
 
-def _flush_to_disk(path: Path) -> None:
-    """fsync ``path``, so that after a crash the renamed file holds the data, not zeros."""
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it and set it back
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | os.PathLike) -> None:
+    """Give file ``path`` the mode a newly created file gets under the current umask.
+
+    Writers that make their file with a private mode (safetensors: 0600) would otherwise
+    leave a model that other users of a shared directory cannot read.
+
+    Args:
+        path: a regular file this process just wrote.
+    """
+    os.chmod(path, 0o666 & ~current_umask())
+
+
+def flush_to_disk(path: str | os.PathLike) -> None:
+    """fsync ``path``, so that after a crash the renamed file holds the data, not zeros.
+
+    Args:
+        path: a file this process wrote.
+    """
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -36,6 +36,8 @@ import torch
 from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
 
+from ..atomic import flush_to_disk, honour_umask
+
 __all__ = [
     "CHECKPOINT_PATTERN",
     "bare_model",
@@ -202,6 +204,9 @@ def save_checkpoint(
 
     if main:
         files = sorted(p.name for p in tmp.iterdir())
+        for name in files:  # safetensors writes 0600: the umask decides, as for any new file
+            honour_umask(tmp / name)
+            flush_to_disk(tmp / name)
         record = {"format": FORMAT_VERSION, **state, "files": files}
         _write_json(tmp / STATE_NAME, record)  # last: its presence marks a complete checkpoint
         _fsync_dir(tmp)

@@ -1,0 +1,40 @@
+"""Saving: every file vilt writes gets the mode the umask gives any new file (a shared model
+directory stays readable to the group when the umask says so)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from test_training import make_trainer
+
+import vilt
+from vilt.training import latest_checkpoint
+
+
+def modes(directory) -> dict[str, int]:
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir() if p.is_file()}
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield 0o644
+    os.umask(previous)
+
+
+def test_save_pretrained_files_follow_the_umask(tmp_path, umask_022):
+    model = vilt.ViTForImageClassification(vilt.ViTConfig.from_preset("vit-test"))
+    model.save_pretrained(tmp_path / "m")
+    found = modes(tmp_path / "m")
+    assert {"config.json", "model.safetensors"} <= set(found)
+    assert set(found.values()) == {umask_022}, found
+
+
+def test_training_checkpoint_files_follow_the_umask(tmp_path, umask_022):
+    make_trainer(tmp_path, max_steps=2).train()
+    found = modes(latest_checkpoint(tmp_path / "checkpoints"))
+    assert "model.safetensors" in found and "rng_0.safetensors" in found
+    assert set(found.values()) == {umask_022}, found
+    assert stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode) == umask_022
