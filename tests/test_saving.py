@@ -38,3 +38,26 @@ def test_training_checkpoint_files_follow_the_umask(tmp_path, umask_022):
     assert "model.safetensors" in found and "rng_0.safetensors" in found
     assert set(found.values()) == {umask_022}, found
     assert stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode) == umask_022
+
+
+def test_the_trainer_saves_the_processor_with_the_model_and_only_then(tmp_path):
+    """A run into a directory that holds an earlier model changes model and processor at the
+    end, together: a run that fails half way leaves the earlier pair, not its processor."""
+    from vilt.processing import ViTImageProcessor
+
+    first = make_trainer(tmp_path, max_steps=2)
+    first.processor = ViTImageProcessor(size=16)
+    first.train()
+    assert ViTImageProcessor.from_pretrained(tmp_path).size == (16, 16)
+    saved = (tmp_path / "model.safetensors").read_bytes()
+    failing = make_trainer(tmp_path, max_steps=4, train_nan=range(64))
+    failing.processor = ViTImageProcessor(size=24)
+    with pytest.raises(FloatingPointError):
+        failing.train()
+    assert ViTImageProcessor.from_pretrained(tmp_path).size == (16, 16)
+    assert (tmp_path / "model.safetensors").read_bytes() == saved
+    second = make_trainer(tmp_path, max_steps=2, seed=1)
+    second.processor = ViTImageProcessor(size=24)
+    second.train()
+    assert ViTImageProcessor.from_pretrained(tmp_path).size == (24, 24)
+    assert (tmp_path / "model.safetensors").read_bytes() != saved

@@ -139,8 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     models.check_vocab(processor, model.config, args.init or f"preset {args.preset}")
     train = limit(train, args.max_train_examples, shuffle=True, seed=args.seed)
     test = _held_out(job, processor)
-    if job.is_main:
-        processor.save_pretrained(job.out)
     job.say(
         f"pretraining on {args.data or 'easy-vqa captions'}: {len(train):,} training and "
         f"{len(test):,} held-out pairs, {model.num_parameters() / 1e6:.2f}M parameters"
@@ -152,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         eval_dataset=test,
         collate_fn=_collator(args, processor, eval=False),
         eval_collate_fn=_collator(args, processor, eval=True),
+        processor=processor,  # saved with the model, as one set
     )
     return _report(job, trainer.train())
 

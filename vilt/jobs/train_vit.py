@@ -131,8 +131,6 @@ def _train(job: Job) -> int:
     else:
         model = ViTForImageClassification(models.scratch_config(args, **labels))
     train = limit(train, args.max_train_examples, shuffle=True, seed=args.seed)
-    if job.is_main:
-        processor.save_pretrained(job.out)
     job.say(
         f"image classification on {args.data or 'digits'}: {len(train):,} training and "
         f"{len(test):,} {args.eval_split} images, {len(labels['id2label'])} classes, "
@@ -146,6 +144,7 @@ def _train(job: Job) -> int:
         eval_dataset=test,
         collate_fn=RandomShift(collate, args.shift, seed=args.seed),
         eval_collate_fn=collate,
+        processor=processor,  # saved with the model, as one set
     )
     return _report(job, trainer.train())
 

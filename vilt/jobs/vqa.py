@@ -202,8 +202,6 @@ def _train(job: Job) -> int:
         config = models.scratch_config(args, vocab_size=processor.tokenizer.vocab_size, **fields)
         model = ViltForQuestionAnswering(config)
     models.check_vocab(processor, model.config, args.init or f"preset {args.preset}")
-    if job.is_main:
-        processor.save_pretrained(job.out)
     collate = VQACollator(processor)
     job.say(
         f"VQA on {args.data or 'easy-vqa'}: {len(train.dataset):,} training and "
@@ -217,6 +215,7 @@ def _train(job: Job) -> int:
         eval_dataset=test.dataset if test.answered else None,
         collate_fn=_augment(collate, args),
         eval_collate_fn=collate,
+        processor=processor,  # saved with the model, as one set
     )
     results = trainer.train()
     extra = _finish_outputs(job, trainer.accelerator, trainer.model, processor, test, collate)

@@ -4,6 +4,10 @@ vilt's own format is a directory with ``config.json`` (the config, the model cla
 ``vilt_format`` version) and ``model.safetensors``. Other formats (transformers checkpoints, hub
 names) plug in as readers and writers registered by ``vilt.interop``; modeling never imports
 interop, so the dependency points one way.
+
+Whatever the format, a save writes its files (and the processor's, when one is saved with the
+model) as one set (:func:`vilt.atomic.file_set`): a reader sees the previous checkpoint or the
+new one, never new weights under an old config, even when the save was killed half way.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, file_set, settle
 from ..config import ViltConfig, ViTConfig
 from .embeddings import init_embedding_params
 
@@ -98,6 +102,8 @@ def read_vilt_checkpoint(path: str, model_cls: type | None = None) -> Checkpoint
 def read_checkpoint(path_or_name: str | os.PathLike, model_cls: type | None = None) -> Checkpoint:
     """Read a checkpoint in vilt's format or any registered one; CheckpointError if none fits."""
     source = os.fspath(path_or_name)
+    if Path(source).is_dir():
+        settle(source)  # a save interrupted after its commit: finish it before reading
     ckpt = read_vilt_checkpoint(source, model_cls)
     for reader in CHECKPOINT_READERS:
         if ckpt is not None:
@@ -109,6 +115,17 @@ def read_checkpoint(path_or_name: str | os.PathLike, model_cls: type | None = No
             raise CheckpointError(f"{source}: no such checkpoint directory{hint}")
         raise CheckpointError(f"{source}: not a vilt or transformers checkpoint directory{hint}")
     return ckpt
+
+
+def _write_vilt(model: PreTrainedModel, out: Path) -> None:
+    """vilt's own format into ``out``: model.safetensors and config.json."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    data = model.config.to_dict()
+    data["architectures"] = [type(model).__name__]
+    data["vilt_format"] = FORMAT_VERSION
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write(out / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, "utf-8"))
 
 
 class PreTrainedModel(nn.Module):
@@ -180,31 +197,29 @@ class PreTrainedModel(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # -- saving -------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike, format: str = "vilt") -> None:
+    def save_pretrained(
+        self, path: str | os.PathLike, format: str = "vilt", *, processor: Any = None
+    ) -> None:
         """Write the model to directory ``path``: vilt's format, or another registered one
-        (``format="transformers"`` once vilt.interop is imported, as ``import vilt`` does)."""
-        out = Path(path)
-        if format != "vilt":
-            if format not in CHECKPOINT_WRITERS:
-                raise ValueError(
-                    f"unknown checkpoint format {format!r}; known: vilt, "
-                    + ", ".join(sorted(CHECKPOINT_WRITERS))
-                )
-            CHECKPOINT_WRITERS[format](self, out)
-            return
-        out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(
-            out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"})
-        )
-        data = self.config.to_dict()
-        data["architectures"] = [type(self).__name__]
-        data["vilt_format"] = FORMAT_VERSION
+        (``format="transformers"`` once vilt.interop is imported, as ``import vilt`` does).
 
-        def write_config(tmp: str) -> None:
-            Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", "utf-8")
-
-        atomic_write(out / CONFIG_NAME, write_config)
+        Args:
+            path: the directory (created when missing).
+            format: "vilt" or a registered writer's name.
+            processor: a processor (anything with ``save_pretrained(directory)``) whose files
+                are written with the model's, as one set: the directory never holds this
+                model with another processor, whatever stops the save.
+        """
+        if format != "vilt" and format not in CHECKPOINT_WRITERS:
+            raise ValueError(
+                f"unknown checkpoint format {format!r}; known: vilt, "
+                + ", ".join(sorted(CHECKPOINT_WRITERS))
+            )
+        writer = CHECKPOINT_WRITERS[format] if format != "vilt" else _write_vilt
+        with file_set(path) as stage:
+            if processor is not None:
+                processor.save_pretrained(stage)
+            writer(self, stage)
 
     # -- loading ------------------------------------------------------------------------------
     @classmethod

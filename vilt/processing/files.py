@@ -127,6 +127,7 @@ def resolve_directory(path_or_name: str | os.PathLike) -> Path:
     Fails at once, in one line naming what was asked for, when neither works."""
     path = Path(path_or_name).expanduser()
     if path.exists():
+        atomic.settle(path if path.is_dir() else path.parent)  # finish an interrupted save
         return path
     name = os.fspath(path_or_name)
     if not is_repo_id(name):

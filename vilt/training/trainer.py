@@ -74,6 +74,9 @@ class Trainer:
     reads), lr and the step's eval metrics if it evaluated.
     ``accelerator``: an Accelerator to use instead of one built from the config (its
     mixed precision and gradient accumulation then apply).
+    ``processor``: saved with the final model (``save_pretrained(output_dir,
+    processor=...)``), as one set of files: the output directory never pairs the new model
+    with another processor.
 
     The host reads the step's figures only at read points (every ``log_every`` steps,
     before saving, at the end); see the module docstring for what that means for
@@ -91,8 +94,10 @@ class Trainer:
         metrics: Mapping[str, Metric] | None = None,
         callbacks: Sequence[Callback] = (),
         accelerator: Accelerator | None = None,
+        processor: Any = None,
     ) -> None:
         self.config = config
+        self.processor = processor
         self.output_dir = Path(config.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator = accelerator or build_accelerator(config)
@@ -440,7 +445,7 @@ class Trainer:
         if cfg.save_model and hasattr(unwrapped, "save_pretrained"):
             guards.check_weights(unwrapped, "model", self.state.global_step)  # every process
             if acc.is_main_process:
-                unwrapped.save_pretrained(self.output_dir)
+                unwrapped.save_pretrained(self.output_dir, processor=self.processor)
         if acc.is_main_process:
             write_json_atomic(self.output_dir / "results.json", results)
         if self._trackers:
