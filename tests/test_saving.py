@@ -61,3 +61,30 @@ def test_the_trainer_saves_the_processor_with_the_model_and_only_then(tmp_path):
     second.train()
     assert ViTImageProcessor.from_pretrained(tmp_path).size == (24, 24)
     assert (tmp_path / "model.safetensors").read_bytes() != saved
+
+
+def edit_config(directory, **changes) -> None:
+    import json
+
+    path = directory / "config.json"
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("fmt", ["vilt", "transformers"])
+def test_architectures_as_a_string_is_refused_by_name(tmp_path, fmt):
+    model = vilt.ViTForImageClassification(vilt.ViTConfig.from_preset("vit-test"))
+    model.save_pretrained(tmp_path, format=fmt)
+    edit_config(tmp_path, architectures="ViTForImageClassification")
+    with pytest.raises(vilt.CheckpointError, match=r"config.json: architectures must be a list"):
+        vilt.load_model(tmp_path)
+
+
+@pytest.mark.parametrize(("version", "message"), [(2, "newer format"), ("1", "version number")])
+def test_a_checkpoint_format_this_vilt_does_not_know_is_refused(tmp_path, version, message):
+    model = vilt.ViTForImageClassification(vilt.ViTConfig.from_preset("vit-test"))
+    model.save_pretrained(tmp_path)
+    edit_config(tmp_path, vilt_format=version)
+    with pytest.raises(vilt.CheckpointError, match=f"vilt_format.*{message}"):
+        vilt.ViTForImageClassification.from_pretrained(tmp_path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import ACTIVATIONS, ViltConfig, ViTConfig, to_pair
-from ..modeling.pretrained import CheckpointError
+from ..modeling.pretrained import CheckpointError, architecture_of
 from .keymaps import TRANSFORMERS_TO_VILT, VILT_TO_TRANSFORMERS
 
 # Fields both sides share, by family; every one of them reaches the computation or the labels.
@@ -79,7 +79,7 @@ def config_from_transformers(data: dict[str, Any], *, source: str) -> dict[str, 
             out[key] = tuple(out[key])
     out.update(_labels(data))
     out["model_type"] = family
-    arch = (data.get("architectures") or [""])[0]
+    arch = architecture_of(data, source)
     out["architectures"] = [TRANSFORMERS_TO_VILT.get(arch, arch)]
     return out
 

@@ -88,6 +88,8 @@ def read_vilt_checkpoint(path: str, model_cls: type | None = None) -> Checkpoint
         raise CheckpointError(f"{config_file}: not valid JSON ({err})") from err
     if not isinstance(data, dict) or "vilt_format" not in data:
         return None
+    check_format_version(data["vilt_format"], f"{config_file}: vilt_format", FORMAT_VERSION)
+    arch = architecture_of(data, str(config_file))
     weights = Path(path) / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{path}: has {CONFIG_NAME} but no {WEIGHTS_NAME}")
@@ -95,8 +97,50 @@ def read_vilt_checkpoint(path: str, model_cls: type | None = None) -> Checkpoint
         state = load_file(str(weights))
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{weights}: cannot be read as safetensors ({err})") from err
-    arch = (data.get("architectures") or [""])[0]
     return Checkpoint(config=data, state_dict=state, architecture=arch, source=str(path))
+
+
+def check_format_version(version: Any, where: str, known: int) -> None:
+    """Refuse a file format this vilt does not know: a newer one may mean something else by
+    the same names, so loading it anyway could give a silently wrong model.
+
+    Args:
+        version: the version the file records.
+        where: the file and field, for the message.
+        known: the newest version this code reads (it reads 1..known).
+
+    Raises:
+        CheckpointError: naming the file, the version found and the versions readable.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{where} must be a format version number, got {version!r}")
+    if version > known:
+        raise CheckpointError(
+            f"{where} is {version}, a newer format than this vilt reads (1 to {known}); "
+            "upgrade vilt to load it"
+        )
+
+
+def architecture_of(config: dict[str, Any], where: str) -> str:
+    """The model class a checkpoint's config names (its ``architectures`` list), "" if none.
+
+    Args:
+        config: the config.json contents.
+        where: the file, for the message.
+
+    Raises:
+        CheckpointError: when ``architectures`` is not a list of class names (a bare string
+            would otherwise be read one letter at a time).
+    """
+    value = config.get("architectures")
+    if value is None or value == []:
+        return ""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise CheckpointError(
+            f"{where}: architectures must be a list of model class names, e.g. "
+            f'["ViltForQuestionAnswering"], got {value!r}'
+        )
+    return value[0]
 
 
 def read_checkpoint(path_or_name: str | os.PathLike, model_cls: type | None = None) -> Checkpoint:
