@@ -3,7 +3,7 @@ corrupted in turn; what a reader then sees is the old checkpoint or the new one,
 and a damaged file is named.
 
 A kill is simulated in a forked child that ends with ``os._exit`` just before its k-th write
-operation (a rename, a file's flush, a directory made or removed): nothing after it runs,
+operation (a rename, a file's fsync or chmod, a directory made or removed): nothing after it runs,
 no ``finally`` block and no clean-up, as after SIGKILL or a power cut (the data written before
 it was flushed, which the writers' fsyncs guarantee on a real disk)."""
 
@@ -13,14 +13,15 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 import vilt
-from vilt import atomic
 
-# The operations that change what is on disk, as the writers reach them.
+# The operations that change what is on disk, as the writers reach them: each file a writer
+# makes is flushed (fsync) once written, so a kill before each fsync is a kill after each file.
 WRITE_OPS = [(os, "replace"), (os, "rename"), (os, "mkdir"), (shutil, "rmtree"),
-             (atomic, "flush_to_disk"), (os, "unlink")]  # fmt: skip
+             (os, "fsync"), (os, "unlink"), (os, "chmod")]  # fmt: skip
 
 
 def count_write_points(action) -> int:
@@ -139,3 +140,78 @@ def test_model_save_killed_at_every_write_point_never_pairs_new_weights_with_old
         assert killed_at(point, lambda t=target: new.save_pretrained(t)) == 137, point
         found = fingerprint(vilt.load_model(target))
         assert found in expected, (point, found)
+
+
+# -- the trainer's checkpoints ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run with a checkpoint at step 2 that goes on to step 4, its save not yet made."""
+    from test_training import make_trainer
+
+    root = tmp_path_factory.mktemp("trained")
+    trainer = make_trainer(root / "seed", max_steps=4, save_every=2)
+    trainer.train()
+    shutil.rmtree(root / "seed" / "checkpoints" / "step_00000004")
+    return trainer, root
+
+
+def save_step_4(trainer, directory: Path):
+    """The trainer's checkpoint of step 4 into ``directory``."""
+    from vilt.training import checkpoint as ckpt
+
+    seed = trainer.output_dir / "checkpoints" / "step_00000002"
+    record = {**ckpt.read_state(seed), "global_step": 4}
+    for key in ("files", "checksums", "format"):
+        record.pop(key)
+    return lambda: ckpt.save_checkpoint(
+        trainer.accelerator, directory, model=trainer.model, optimizer=trainer.optimizer,
+        scheduler=trainer.scheduler, state=record, keep_last=1,
+    )  # fmt: skip
+
+
+def resumes_from(directory: Path) -> str:
+    """The step a resume picks under ``directory``, after loading it whole."""
+    from test_training import make_trainer
+
+    from vilt.training.resume import find_resume
+
+    path, _ = find_resume(True, directory)
+    trainer = make_trainer(directory.parent, max_steps=4)
+    trainer._resume(path)  # every file read back
+    return path.name
+
+
+def test_trainer_checkpoint_killed_at_every_write_point_resumes_from_a_whole_one(trained):
+    trainer, root = trained
+    seed = root / "seed" / "checkpoints"
+    points = count_write_points(save_step_4(trainer, root / "count"))
+    assert points >= 8
+    chosen = []
+    for point in range(1, points + 1):
+        target = root / f"at{point}" / "checkpoints"
+        shutil.copytree(seed, target)
+        assert killed_at(point, save_step_4(trainer, target)) == 137, point
+        chosen.append(resumes_from(target))
+    assert chosen[0] == "step_00000002" and chosen[-1] == "step_00000004"
+    assert set(chosen) == {"step_00000002", "step_00000004"}
+
+
+def test_each_file_of_a_checkpoint_corrupted_in_turn_is_named_and_passed_over(trained, tmp_path):
+    from vilt.training.resume import find_resume
+
+    trainer, root = trained
+    save_step_4(trainer, tmp_path / "whole")()
+    names = sorted(p.name for p in (tmp_path / "whole" / "step_00000004").iterdir())
+    assert "optimizer.pt" in names and "trainer_state.json" in names
+    for name in names:
+        target = tmp_path / name / "checkpoints"
+        shutil.copytree(root / "seed" / "checkpoints", target)
+        shutil.copytree(tmp_path / "whole" / "step_00000004", target / "step_00000004")
+        file = target / "step_00000004" / name
+        data = bytearray(file.read_bytes())
+        data[len(data) // 2] ^= 0x01  # one bit, in the middle
+        file.write_bytes(bytes(data))
+        path, note = find_resume(True, target)
+        assert path.name == "step_00000002", name
+        named = "trainer_state.json" if name == "trainer_state.json" else name
+        assert f"step_00000004 passed over: {named}" in note, (name, note)

@@ -53,6 +53,7 @@ from .metrics import Metric, metrics_for
 from .optim import build_optimizer, build_scheduler
 from .progress import StepWindow
 from .records import MetricsLog, data_skips, write_json_atomic
+from .resume import find_resume
 from .state import TrainState
 from .step import TrainStep
 
@@ -208,7 +209,9 @@ class Trainer:
         """
         acc = self.accelerator
         self._session_start = time.perf_counter()
-        resume = ckpt.resolve_resume(self.config.resume, self.config.checkpoint_dir)
+        resume, note = find_resume(self.config.resume, self.config.checkpoint_dir)
+        if note:
+            acc.print(note)  # which checkpoint, and which were passed over and why
         log = None
         if acc.is_main_process:
             resume_step = ckpt.read_state(resume)["global_step"] if resume else None
