@@ -102,3 +102,39 @@ def test_resume_without_any_checkpoint_says_it_starts_from_step_0(tmp_path, caps
     results = make_trainer(tmp_path, max_steps=2, resume=True).train()
     assert results["resumed_from"] is None
     assert "no checkpoint under" in capsys.readouterr().out
+
+
+# -- settings changed between the run and its resumption ----------------------------------------
+def logged_lr(run) -> dict[int, float]:
+    from test_training import read_rows
+
+    return {int(r["step"]): float(r["lr"]) for r in read_rows(run / "metrics.csv")}
+
+
+def test_a_changed_learning_rate_and_length_apply_from_the_resume_point(run, capsys):
+    from vilt.training import lr_lambda
+
+    resumed = make_trainer(run, **{**OPTIONS, "max_steps": 10}, lr=5e-4, resume=True)
+    results = resumed.train()
+    said = capsys.readouterr().out
+    assert "applied from step 4: max_steps 6 -> 10, lr 0.001 -> 0.0005" in said
+    assert results["resume_changes"] == {"max_steps": [6, 10], "lr": [0.001, 0.0005]}
+    assert results["config"]["lr"] == 5e-4 and results["steps"] == 10
+    factor = lr_lambda(total_steps=10, warmup_steps=1, schedule="cosine")
+    lrs = logged_lr(run)
+    for step in range(5, 11):  # the new rate on the new schedule, from the step after
+        assert lrs[step] == pytest.approx(5e-4 * factor(step - 1), rel=1e-5), step  # 6 digits
+    assert lrs[4] == pytest.approx(1e-3 * lr_lambda(total_steps=6, warmup_steps=0)(3))
+
+
+def test_unchanged_settings_resume_with_no_message_and_exactly(run, reference, capsys):
+    resumed = make_trainer(run, **OPTIONS, resume=True)
+    results = resumed.train()
+    assert "settings changed" not in capsys.readouterr().out
+    assert results["resume_changes"] == {}
+    assert max_diff(reference, weights(resumed)) < 1e-6
+
+
+def test_a_changed_seed_is_refused(run):
+    with pytest.raises(ValueError, match=r"seed=0 \(now 1\).*data order"):
+        make_trainer(run, **OPTIONS, seed=1, resume=True).train()

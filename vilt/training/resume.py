@@ -10,15 +10,25 @@ saying which it passed over and why (a disk that filled up, a file truncated by 
 bit flipped in storage). With checkpoints present but none usable it refuses, naming each
 problem, rather than start over and overwrite them; with none at all it says that it starts
 from step 0. A checkpoint named by path must be usable: no other is tried.
+
+Settings that differ from the checkpoint's run (:func:`changed_settings`) are applied from
+the resume point, never silently kept from the checkpoint: the learning rate and its
+schedule, the optimizer's hyperparameters, the length of the run (epochs, max_steps), the
+batch size (the data position is then approximate). The run says which changed, and
+results.json records the settings used and the changes. Changing what orders the data
+(``seed``, ``shuffle``) mid-run is refused: the rest of the epoch would repeat some samples
+and skip others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +36,7 @@ from ..modeling.pretrained import CheckpointError
 
 __all__ = [
     "CHECKPOINT_PATTERN",
+    "changed_settings",
     "checksums",
     "complete_checkpoints",
     "find_resume",
@@ -33,6 +44,7 @@ __all__ = [
     "latest_checkpoint",
     "problem_with",
     "resolve_resume",
+    "settings_applied",
 ]
 
 logger = logging.getLogger("vilt.training")
@@ -42,6 +54,11 @@ STATE_NAME = "trainer_state.json"
 MODEL_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 _CHUNK = 1 << 20
+# TrainingConfig fields that change neither the weights nor the data order: not reported
+_BOOKKEEPING = {"output_dir", "resume", "log_every", "eval_every", "save_every", "keep_last",
+                "num_workers", "eval_batch_size", "tensorboard", "save_model", "compile", "extra"}  # fmt: skip
+# fields whose change mid-run cannot be applied: the sampler's order follows (seed, epoch)
+_DATA_ORDER = ("seed", "shuffle")
 
 
 def _step(path: Path) -> int:
@@ -213,3 +230,57 @@ def resolve_resume(resume: bool | str | None, root: str | os.PathLike) -> Path |
     if note:
         logger.warning(note)
     return path
+
+
+# -- changed settings -----------------------------------------------------------------------------
+def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, list[Any]]:
+    """The settings that differ between a checkpoint's run and this one, as {name: [saved,
+    now]} (bookkeeping such as log_every left out).
+
+    Args:
+        saved: the checkpoint's ``config`` (``TrainingConfig.to_dict()``) and run shape
+            (``world_size``).
+        current: the same for this run.
+
+    Raises:
+        ValueError: a change of what orders the data (``seed``, ``shuffle``).
+    """
+    changes = {
+        name: [saved.get(name), value]
+        for name, value in current.items()
+        if name not in _BOOKKEEPING and name in saved and saved[name] != value
+    }
+    refused = [name for name in _DATA_ORDER if name in changes]
+    if refused:
+        what = ", ".join(f"{n}={changes[n][0]!r} (now {changes[n][1]!r})" for n in refused)
+        raise ValueError(
+            f"resume: the checkpoint's run had {what}: changing the data order mid-run would "
+            "repeat some samples and skip others; resume with the same value, or start a new "
+            "run (without --resume, or in another output directory)"
+        )
+    return changes
+
+
+@contextlib.contextmanager
+def settings_applied(optimizer: Any, scheduler: Any) -> Iterator[None]:
+    """Load a checkpoint into ``optimizer`` and ``scheduler`` inside the block; this run's
+    hyperparameters are then put back: the optimizer's (learning rate, weight decay, betas,
+    eps: its checkpoint holds the old ones) and the schedule's (``base_lrs`` and the factor
+    of the current step; the factor function is this run's, for its own length). With
+    unchanged settings this gives the numbers the checkpoint held, so resumption stays exact.
+
+    Args:
+        optimizer: the (inner) torch optimizer, built from this run's config.
+        scheduler: its ``LambdaLR``, built for this run's total steps.
+    """
+    own = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    yield
+    groups = optimizer.param_groups  # load_state_dict made new group dicts
+    for group, values in zip(groups, own, strict=True):
+        group.update(values)
+    scheduler.base_lrs = [g["initial_lr"] for g in groups]
+    step = scheduler.last_epoch
+    rates = [base * f(step) for base, f in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]  # fmt: skip
+    for group, rate in zip(groups, rates, strict=True):
+        group["lr"] = rate
+    scheduler._last_lr = rates

@@ -53,7 +53,7 @@ from .metrics import Metric, metrics_for
 from .optim import build_optimizer, build_scheduler
 from .progress import StepWindow
 from .records import MetricsLog, data_skips, write_json_atomic
-from .resume import find_resume
+from .resume import changed_settings, find_resume, settings_applied
 from .state import TrainState
 from .step import TrainStep
 
@@ -139,6 +139,7 @@ class Trainer:
         self.state = TrainState()
         self.stop = StopRequests()
         self.resumed_from: Path | None = None
+        self.resume_changes: dict[str, list[Any]] = {}  # {setting: [checkpoint's, this run's]}
         self._at_boundary = True
         self._last_saved_step: int | None = None
         self._last_eval: dict[str, float] = {}
@@ -175,20 +176,28 @@ class Trainer:
                 obj.set_epoch(epoch)
 
     def _resume(self, path: Path) -> None:
+        """Load checkpoint ``path`` and continue from it with this run's settings (a changed
+        learning rate, schedule or length applies from here; see :mod:`.resume`)."""
         acc, cfg = self.accelerator, self.config
-        saved = ckpt.load_checkpoint(
-            acc, path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
+        record = ckpt.read_state(path)
+        shape = {"world_size": acc.num_processes}
+        changes = changed_settings(
+            {**record.get("config", {}), "world_size": record.get("world_size")},
+            {**cfg.to_dict(), **shape},
         )
-        self.state = TrainState.from_record(saved)
-        same = (saved.get("world_size"), saved.get("batch_size"), saved.get("grad_accum_steps"))
-        if same != (acc.num_processes, cfg.batch_size, cfg.grad_accum_steps):
-            logger.warning(
-                "%s was saved with (processes, batch size, accumulation) = %s, now %s: the data "
-                "position is approximate and resumption not exact",
-                path,
-                same,
-                (acc.num_processes, cfg.batch_size, cfg.grad_accum_steps),
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        with settings_applied(inner, self.scheduler):
+            saved = ckpt.load_checkpoint(
+                acc, path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
             )
+        self.state = TrainState.from_record(saved)
+        self.resume_changes = changes
+        if changes:
+            listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+            acc.print(f"resume: settings changed since {path.name}, applied from step "
+                      f"{self.state.global_step}: {listed}")  # fmt: skip
+        if {"world_size", "batch_size", "grad_accum_steps"} & set(changes):
+            acc.print("resume: the data position is approximate, resumption not exact")
         if saved.get("rng_restored") is False:
             set_seed(cfg.seed + self.state.global_step + acc.process_index)
         if self.steps_per_epoch is not None and self.state.batch_in_epoch >= len(self.train_loader):
@@ -440,6 +449,7 @@ class Trainer:
             "mixed_precision": acc.mixed_precision,
             "device": str(acc.device),
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            "resume_changes": self.resume_changes,
             "data_skips": data_skips(acc, train=self.train_dataset, eval=self.eval_dataset),
             "config": cfg.to_dict(),
         }
