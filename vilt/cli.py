@@ -219,15 +219,17 @@ def _read_pairs(path: str) -> tuple[list[str], list[str]]:
                         rows.append((n, json.loads(line)))
                     except json.JSONDecodeError as err:
                         raise ValueError(f"{path}, line {n}: not valid JSON ({err.msg})") from None
+    from .data import fields
+
     images, texts = [], []
     base = Path(path).parent
     for n, row in rows:
-        fields = row if isinstance(row, dict) else {}
-        image, text = fields.get("image"), fields.get("text")
+        values = row if isinstance(row, dict) else {}
+        image, text = values.get("image"), values.get("text")
         if not (isinstance(image, str) and image.strip() and isinstance(text, str)):
             raise ValueError(f"{path}, line {n}: needs an 'image' path and a 'text' string")
-        images.append(str(base / image.strip()))
-        texts.append(text)
+        images.append(str(base / fields.text(image, "image", f"{path}, line {n}").strip()))
+        texts.append(fields.text(text, "text", f"{path}, line {n}", allow_empty=True))
     return images, texts
 
 

@@ -29,6 +29,8 @@ SKIP_REASONS: tuple[str, ...] = (
     "too_large_image",
     "unknown_image_id",
     "empty_text",
+    "invalid_text",
+    "duplicate_id",
     "answer_not_in_vocab",
     "bad_record",
 )
@@ -40,6 +42,8 @@ _REASON_TEXT = {
     "too_large_image": "image too large",
     "unknown_image_id": "unknown image id",
     "empty_text": "empty question or caption",
+    "invalid_text": "text that is not valid Unicode",
+    "duplicate_id": "repeated id",
     "answer_not_in_vocab": "no answer in the vocabulary",
     "bad_record": "malformed record",
 }

@@ -143,6 +143,13 @@ class Tokenizer:
         for i, text in enumerate(batch):
             if not isinstance(text, str):
                 raise TypeError(f"text {i} of the batch is {type(text).__name__}, not a string")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:  # a lone surrogate: the Rust side cannot take it
+                raise ValueError(
+                    f"text {i} of the batch is not valid Unicode (a lone surrogate at "
+                    f"character {err.start})"
+                ) from None
         if padding not in (True, False, "longest", "max_length", "do_not_pad"):
             raise ValueError(
                 f"padding must be True, False, 'longest' or 'max_length', got {padding!r}"
