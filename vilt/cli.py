@@ -189,8 +189,9 @@ def _run_predict(args) -> None:
 
 def _read_lines(path: str, what: str) -> list[str]:
     """One entry per line (a final newline ends the last line; it adds no entry)."""
-    with open(path, encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is no text
-        lines = fh.read().splitlines()
+    from .textfiles import read_text
+
+    lines = read_text(path).splitlines()  # a byte-order mark is no text; other encodings named
     if what == "image":
         blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
         if blank:
@@ -208,7 +209,11 @@ def _read_pairs(path: str) -> tuple[list[str], list[str]]:
     suffix = Path(path).suffix.lower()
     if suffix not in (".csv", ".jsonl", ".json"):
         raise ValueError(f"{path}: --pairs must be a .jsonl or .csv file")
-    with open(path, encoding="utf-8-sig", newline="") as fh:  # spreadsheets write a BOM
+    import io
+
+    from .textfiles import read_text
+
+    with io.StringIO(read_text(path), newline="") as fh:  # spreadsheets write a BOM
         if suffix == ".csv":
             rows = [(n, row) for n, row in enumerate(csv.DictReader(fh), 2)]
         else:

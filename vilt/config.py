@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from .textfiles import TextFileError, read_text
+
 ACTIVATIONS = (
     "gelu",
     "gelu_new",
@@ -208,10 +210,11 @@ class _BaseConfig:
     def load(cls: type[C], path: str | os.PathLike, **overrides: Any) -> C:
         """Read a config written by ``save`` (or a transformers config.json of the same family)."""
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: not valid JSON ({err})") from err
+        except TextFileError as err:
+            raise ConfigError(str(err)) from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
         return cls.from_dict(data, **overrides)

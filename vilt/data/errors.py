@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from ..textfiles import TextFileError, read_text
+
 logger = logging.getLogger("vilt.data")
 
 # Why a record was skipped. A fixed list so the counts fit one shared-memory tensor.
@@ -137,14 +139,15 @@ def describe_skips(counts: dict[str, int]) -> str:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; a syntax error names the file, line, column and character offset."""
+    """Parse a JSON file (UTF-8, a byte-order mark allowed); a syntax error names the file,
+    line, column and character offset, and a file in another encoding the first bad byte."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except TextFileError as err:
+        raise DataError(str(err)) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:

@@ -18,6 +18,7 @@ masks are made per batch by :class:`vilt.data.collate.PretrainingCollator`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from typing import Any
 
 import datasets
 
+from ..textfiles import TextFileError, read_text
 from . import fields
 from .base import ImageRecord, RecordDataset
 from .errors import DataError, SkipCounter, read_json, skip_or_raise
@@ -216,23 +218,31 @@ def _pick(row: dict, keys: Sequence[str], what: str, where: str) -> Any:
     raise DataError(f"{where}: no {what} (expected one of {list(keys)})")
 
 
+def _text_of(path: Path) -> str:
+    """A pair file's text (UTF-8, a byte-order mark allowed), or a DataError naming the
+    line and column where it is not UTF-8."""
+    try:
+        return read_text(path)
+    except TextFileError as err:
+        raise DataError(str(err)) from None
+
+
 def _rows_jsonl(path: Path) -> list[tuple[int, Any]]:
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((n, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"{path}: malformed JSON at line {n} column {err.colno}: {err.msg}"
-                ) from None
+    for n, line in enumerate(io.StringIO(_text_of(path)), 1):  # lines end at \n only
+        if not line.strip():
+            continue
+        try:
+            rows.append((n, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{path}: malformed JSON at line {n} column {err.colno}: {err.msg}"
+            ) from None
     return rows
 
 
 def _rows_csv(path: Path) -> list[tuple[int, Any]]:
-    with path.open(encoding="utf-8", newline="") as f:
+    with io.StringIO(_text_of(path), newline="") as f:
         reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         if not reader.fieldnames:
             raise DataError(f"{path}: no header row (expected image and caption columns)")

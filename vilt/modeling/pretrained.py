@@ -26,6 +26,7 @@ from torch import nn
 
 from ..atomic import atomic_write, file_set, settle
 from ..config import ViltConfig, ViTConfig
+from ..textfiles import TextFileError, read_text
 from .embeddings import init_embedding_params
 
 FORMAT_VERSION = 1
@@ -83,9 +84,11 @@ def read_vilt_checkpoint(path: str, model_cls: type | None = None) -> Checkpoint
     if not config_file.is_file():
         return None
     try:
-        data = json.loads(config_file.read_text(encoding="utf-8"))
+        data = json.loads(read_text(config_file))
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{config_file}: not valid JSON ({err})") from err
+    except TextFileError as err:
+        raise CheckpointError(str(err)) from None
     if not isinstance(data, dict) or "vilt_format" not in data:
         return None
     check_format_version(data["vilt_format"], f"{config_file}: vilt_format", FORMAT_VERSION)

@@ -21,6 +21,7 @@ from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from ..atomic import atomic_write, file_set, write_text
+from ..textfiles import read_text
 from .files import read_json, resolve_directory, write_json
 from .wordpiece import PREFIX, count_words, learn_vocab
 
@@ -229,7 +230,7 @@ class Tokenizer:
         built as transformers' BertTokenizerFast builds it."""
         path = Path(vocab_file)
         vocab: dict[str, int] = {}
-        for line in path.read_text(encoding="utf-8").split("\n"):
+        for line in read_text(path).split("\n"):
             token = line.rstrip("\r")
             if token and token not in vocab:
                 vocab[token] = len(vocab)
