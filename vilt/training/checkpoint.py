@@ -8,6 +8,7 @@ Layout: ``<output_dir>/checkpoints/step_00000120/`` holding
 - ``scheduler.json``, ``scaler.json`` (fp16 only): their state dicts;
 - ``rng_<rank>.json`` / ``rng_<rank>.safetensors``: each process's python, numpy, torch and
   CUDA random states (accelerate's ``save_state`` pickles these; we do not);
+- ``processor/`` (when the Trainer has one): the processor the run trains with;
 - ``trainer_state.json``, written last: the data position (epoch, batches consumed in that
   epoch, global step, sampler seed) and the run's record. A directory without it is not a
   checkpoint.
@@ -69,6 +70,7 @@ __all__ = [
 OPTIMIZER_NAME = "optimizer.pt"
 SCHEDULER_NAME = "scheduler.json"
 SCALER_NAME = "scaler.json"
+PROCESSOR_DIR = "processor"
 _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
 
@@ -136,9 +138,12 @@ def save_checkpoint(
     scheduler: Any,
     state: dict[str, Any],
     keep_last: int | None = None,
+    processor: Any = None,
 ) -> Path:
     """Write a checkpoint of the current step (``state["global_step"]``) under ``root``,
-    atomically, then keep only the last ``keep_last``. Every process must call this."""
+    atomically, then keep only the last ``keep_last``. Every process must call this.
+    ``processor`` (anything with ``save_pretrained``) is saved into its ``processor/``, so
+    that a resumed run reads the ids and image settings it trained with."""
     if not supported(accelerator):
         raise NotImplementedError(
             f"vilt checkpoints hold single-process and DDP runs, not {accelerator.distributed_type}"
@@ -165,10 +170,12 @@ def save_checkpoint(
         _write_json(tmp / SCHEDULER_NAME, scheduler.state_dict())
         if accelerator.scaler is not None:
             _write_json(tmp / SCALER_NAME, accelerator.scaler.state_dict())
+        if processor is not None:
+            processor.save_pretrained(tmp / PROCESSOR_DIR)
     accelerator.wait_for_everyone()
 
     if main:
-        files = sorted(p.name for p in tmp.iterdir())
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         for name in files:  # safetensors writes 0600: the umask decides, as for any new file
             honour_umask(tmp / name)
             flush_to_disk(tmp / name)

@@ -77,7 +77,7 @@ class Trainer:
     mixed precision and gradient accumulation then apply).
     ``processor``: saved with the final model (``save_pretrained(output_dir,
     processor=...)``), as one set of files: the output directory never pairs the new model
-    with another processor.
+    with another processor; and into each checkpoint, for a resumed run to read back.
 
     The host reads the step's figures only at read points (every ``log_every`` steps,
     before saving, at the end); see the module docstring for what that means for
@@ -410,6 +410,7 @@ class Trainer:
             scheduler=self.scheduler,
             state=record,
             keep_last=cfg.keep_last,
+            processor=self.processor,
         )
         self._last_saved_step = self.state.global_step
         return path
