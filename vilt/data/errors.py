@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..processing.images import ImageInputError
 from ..textfiles import TextFileError, read_text
 
 logger = logging.getLogger("vilt.data")
@@ -63,8 +64,10 @@ class DataError(ValueError):
         self.reason = reason
 
 
-class ImageError(DataError):
-    """An image that cannot be decoded: missing, empty, truncated, corrupt or too large.
+class ImageError(DataError, ImageInputError):
+    """An image that cannot be decoded: missing, empty, truncated, corrupt or too large, or
+    whose values the image policy refuses. Also an ``ImageInputError``: one error family for
+    images, whichever path reads them.
 
     ``reason`` is one of the ``*_image`` names in :data:`SKIP_REASONS`."""
 

@@ -116,6 +116,11 @@ class RandomShift(_ItemAugment):
     def augment(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         k = self.pixels
         h, w = image.shape[-2:]
+        if k >= min(h, w):  # a shape check: the first batch fails, not a random later one
+            raise ValueError(
+                f"a shift of up to {k} pixels does not fit an image of {h}x{w}: a shift must be "
+                "smaller than the image"
+            )
         dy, dx = rng.integers(0, 2 * k + 1, size=2).tolist()
         if self.fill == "zeros":
             return F.pad(image, (k, k, k, k))[..., dy : dy + h, dx : dx + w].contiguous()

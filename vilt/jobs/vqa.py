@@ -26,7 +26,7 @@ from ..processing.views import test_time_views
 from ..training import Trainer, set_seed
 from . import models
 from .augment import HorizontalFlip, RandomShift
-from .common import Job, job_parser, parse_job_args, percent
+from .common import Job, check_shifts, job_parser, parse_job_args, percent
 from .vqa_data import balance_answers, default_splits, load_split, source_kind
 from .vqa_outputs import predict_labels, save_examples, write_predictions
 
@@ -179,6 +179,7 @@ def _train(job: Job) -> int:
         image_processor = models.image_processor(size, max(to_pair(base.patch_size)))
     else:
         image_processor = processor.image_processor
+    check_shifts(args, image_processor.size)
     transform = partial(image_processor.preprocess_one, normalize=False)
     vocab = _init_vocab(init)
     train = load_split(
@@ -228,6 +229,7 @@ def _evaluate(job: Job) -> int:
     source = job.model_dir()
     model = ViltForQuestionAnswering.from_pretrained(source, pooled_only=True)
     processor = ViltProcessor.from_pretrained(source)
+    check_shifts(args, processor.image_processor.size)
     if not model.config.id2label:
         raise ValueError(f"{source}: the model has no answer names (id2label) to evaluate")
     vocab = AnswerVocab.from_id2label(model.config.id2label)
