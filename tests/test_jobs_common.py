@@ -43,8 +43,9 @@ def test_bad_flags_stop_with_one_error_line(job, argv, message, tmp_path, capsys
         JOBS[job].main([*argv, "--output-dir", str(tmp_path / "out")])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(f"vilt {job}: error: ") and message in err[-1], err
-    assert not any("Traceback" in line for line in err)
+    assert len(err) == 1, err  # the message alone, not the whole usage before it
+    assert err[0].startswith(f"vilt {job}: error: ") and message in err[0], err
+    assert err[0].endswith(f"(see vilt {job} --help)")
     assert not (tmp_path / "out").exists()  # nothing was started
 
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .jobs.parser import OneLineParser
 
 JOBS = {
     "train-vit": ("vilt.jobs.train_vit", "train a ViT image classifier (default: digits)"),
@@ -27,13 +28,6 @@ EXAMPLES = """examples:
   vilt embed runs/vqa/model --pairs pairs.jsonl --out embeddings.safetensors
   vilt attention runs/vqa/model --image cat.png --text "what color?" --out map.png
 """
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (the usage is one ``--help`` away)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _command(sub, name: str, help_text: str, description: str, examples: str):
@@ -144,7 +138,7 @@ def _add_attention(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="vilt",
         description="Vision Transformers and ViLT: train, convert, embed, predict, inspect.",
         epilog=EXAMPLES,

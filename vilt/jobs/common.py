@@ -34,6 +34,7 @@ from ..config import PRESETS, ConfigError, get_preset, to_pair
 from ..training import TrainingConfig, evaluate, make_loader, metrics_for
 from ..training.accel import build_accelerator, process_state
 from ..training.records import write_json_atomic
+from .parser import OneLineParser
 from .presets import apply_recipe_preset, note_overrides
 
 __all__ = [
@@ -98,7 +99,7 @@ def job_parser(
     :class:`TrainingConfig` defaults (output_dir, epochs, batch_size, ...). ``lr`` and
     ``head_lr_multiplier`` are (from scratch, from ``--init``) pairs: a new model trains
     every weight at one rate, a checkpoint's new head learns faster than its backbone."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=prog,
         description=description,
         epilog=examples,
