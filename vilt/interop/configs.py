@@ -44,9 +44,8 @@ CONFIG_CLASSES = {"vit": ViTConfig, "vilt": ViltConfig}
 
 
 def _labels(data: dict[str, Any]) -> dict[str, Any]:
-    if data.get("id2label"):
-        id2label = {int(k): str(v) for k, v in data["id2label"].items()}
-        return {"id2label": id2label, "num_labels": len(id2label)}
+    if data.get("id2label"):  # as written: the config checks its keys and names
+        return {"id2label": data["id2label"]}
     for key in ("num_labels", "_num_labels"):  # older configs without label names
         if isinstance(data.get(key), int):
             return {"num_labels": data[key]}

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..atomic import atomic_write, file_set, settle
-from ..config import ViltConfig, ViTConfig
+from ..config import ConfigError, ViltConfig, ViTConfig
 from ..textfiles import TextFileError, read_text
 from .embeddings import init_embedding_params
 
@@ -161,7 +161,21 @@ def read_checkpoint(path_or_name: str | os.PathLike, model_cls: type | None = No
         if not Path(source).exists():
             raise CheckpointError(f"{source}: no such checkpoint directory{hint}")
         raise CheckpointError(f"{source}: not a vilt or transformers checkpoint directory{hint}")
+    _check_config(ckpt)
     return ckpt
+
+
+def _check_config(ckpt: Checkpoint) -> None:
+    """Validate the checkpoint's config now, naming its file: every path that reads a
+    checkpoint (from_pretrained, the jobs' --init, load_model) then gets the same error."""
+    family = {"vit": ViTConfig, "vilt": ViltConfig}.get(ckpt.config.get("model_type"))
+    if family is None:
+        return  # from_checkpoint names a family mismatch
+    try:
+        family.from_dict(ckpt.config)
+    except ConfigError as err:
+        where = Path(ckpt.source) / CONFIG_NAME if Path(ckpt.source).is_dir() else ckpt.source
+        raise CheckpointError(f"{where}: {err}") from None
 
 
 def _write_vilt(model: PreTrainedModel, out: Path) -> None:
