@@ -331,12 +331,24 @@ def _guard(action, debug: bool) -> int:
     except Exception as err:
         if debug:
             raise
-        message = " ".join(str(err).split()) or type(err).__name__
+        message = " ".join(_own_message(err).split()) or type(err).__name__
         if not isinstance(err, ValueError | TypeError | OSError):  # a surprise: say what kind
             message = f"{type(err).__name__}: {message}"
         print(f"vilt: error: {message} (--debug shows the traceback)", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0
+
+
+def _own_message(err: BaseException) -> str:
+    """The error's own message. An error raised in a DataLoader worker comes back with torch's
+    whole worker traceback as its message; its last line holds the message that names the
+    file and record."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
+    return last.removeprefix(prefix) if last.startswith(prefix) else last
 
 
 if __name__ == "__main__":
