@@ -177,3 +177,24 @@ def test_a_config_of_any_field_values_builds_or_names_the_field(fields):
         assert any(f"ViltConfig.{name}" in str(err) for name in CONFIG_FIELDS), err
         return
     assert vilt.ViltConfig.from_dict(json.loads(config.to_json_string())) == config
+
+
+@SETTINGS
+@given(st.lists(st.text(max_size=20), min_size=1, max_size=4), st.booleans())
+def test_csv_captions_of_any_text_come_back_as_written_or_are_named(
+    tmp_path_factory, captions, bom
+):
+    import csv
+
+    path = tmp_path_factory.mktemp("csv") / "pairs.csv"
+    with open(path, "w", newline="", encoding="utf-8-sig" if bom else "utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "caption"])
+        writer.writerows([f"{i}.png", c] for i, c in enumerate(captions))
+    try:
+        loaded = load_pair_file(path)
+    except DataError as err:
+        assert str(err).startswith(f"{path}: line "), err
+        assert any(not c.strip() for c in captions)  # only an empty caption is refused
+    else:
+        assert [r.caption for r in loaded] == captions
