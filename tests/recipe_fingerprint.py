@@ -84,6 +84,10 @@ def fingerprint(recipes: Path, name: str, argv: list[str]) -> dict[str, Any]:
         torch.manual_seed(1234)  # the augmentation draws are seeded; this fixes nothing else
         items = [train_dataset[i] for i in range(8)]
         batch = collate_fn(items)
+        pixels = batch.get("pixel_values")
+        if "input_ids" in batch and "pixel_mask" not in batch and pixels is not None:
+            # ViLT collators leave out the mask of a batch with no padded image: all ones
+            batch["pixel_mask"] = torch.ones(pixels.shape[0], *pixels.shape[2:], dtype=torch.long)
         settings = config.to_dict()
         settings.pop("output_dir")
         found.update(

@@ -227,3 +227,26 @@ def test_batches_feed_the_models(tmp_path):
     batch.pop("meta")
     out = ViltForPreTraining(config)(**batch)
     assert torch.isfinite(out.loss) and out.mlm_loss is not None
+
+
+def test_a_batch_with_no_padded_image_leaves_the_mask_out(tmp_path):
+    """Without a mask the model takes every pixel as real: the same outputs on its path
+    without per-image positions and gathers (it cannot read the mask's values itself)."""
+    import vilt
+
+    proc = _processor()
+    images = [torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8) for _ in range(3)]
+    items = [
+        {"text": t, "pixel_values": im} for t, im in zip(["a", "b c", "d"], images, strict=True)
+    ]
+    batch = VQACollator(proc)(items)
+    assert "pixel_mask" not in batch
+    masked = dict(batch, pixel_mask=torch.ones(3, 16, 16, dtype=torch.long))
+    batch.pop("meta"), masked.pop("meta")
+    model = vilt.ViltModel(
+        vilt.ViltConfig.from_preset("vilt-test", vocab_size=proc.tokenizer.vocab_size)
+    ).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).pooler_output, model(**masked).pooler_output)
+    uneven = VQACollator(proc)([*items[:2], {"text": "e", "pixel_values": images[0][:, :8]}])
+    assert uneven["pixel_mask"][2].sum() == 8 * 16

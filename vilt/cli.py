@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .jobs.parser import OneLineParser
+from .serving.cli import add_serve_parser, run_serve
 
 JOBS = {
     "train-vit": ("vilt.jobs.train_vit", "train a ViT image classifier (default: digits)"),
@@ -27,6 +28,8 @@ EXAMPLES = """examples:
   vilt predict runs/vqa/model --image cat.png --question "what shape is it?"
   vilt embed runs/vqa/model --pairs pairs.jsonl --out embeddings.safetensors
   vilt attention runs/vqa/model --image cat.png --text "what color?" --out map.png
+  vilt export runs/vqa vqa-onnx/ --format onnx --int8
+  vilt serve runs/vqa --port 8000              # HTTP API and demo page
 """
 
 
@@ -137,6 +140,28 @@ def _add_attention(sub) -> None:
     p.add_argument("--out", required=True, help="output PNG")
 
 
+def _add_export(sub) -> None:
+    p = _command(
+        sub,
+        "export",
+        "export a model to ONNX (dynamic batch, text length and image size)",
+        "Write MODEL as an ONNX directory: model.onnx, config.json, the processor files and\n"
+        "onnx_export.json (the graph's inputs and outputs). Batch size, text length, image\n"
+        "height and width are dynamic. Needs the onnx extra: pip install 'vilt[onnx]'.",
+        "  vilt export runs/vqa vqa-onnx/ --format onnx\n"
+        "  vilt export runs/vqa vqa-onnx/ --int8   # also model.int8.onnx",
+    )
+    p.add_argument("model", help="checkpoint directory (ViT classifier or any ViLT class)")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="(default onnx)")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write model.int8.onnx: onnxruntime's dynamic int8 quantisation",
+    )
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="vilt",
@@ -153,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_embed(sub)
     _add_attention(sub)
+    _add_export(sub)
+    add_serve_parser(sub, _command)
     return parser
 
 
@@ -295,11 +322,23 @@ def _run_attention(args) -> None:
     print(f"wrote {path}")
 
 
+def _run_export(args) -> None:
+    from .interop.onnx import export_onnx
+
+    out = export_onnx(args.model, args.out, int8=args.int8, opset=args.opset)
+    sizes = ", ".join(
+        f"{f.name} ({f.stat().st_size / 1e6:.1f} MB)" for f in sorted(out.glob("*.onnx"))
+    )
+    print(f"wrote {sizes} to {out}")
+
+
 RUNNERS = {
     "convert": _run_convert,
     "predict": _run_predict,
     "embed": _run_embed,
     "attention": _run_attention,
+    "export": _run_export,
+    "serve": run_serve,
 }
 
 
@@ -332,7 +371,9 @@ def _guard(action, debug: bool) -> int:
         if debug:
             raise
         message = " ".join(_own_message(err).split()) or type(err).__name__
-        if not isinstance(err, ValueError | TypeError | OSError):  # a surprise: say what kind
+        if not isinstance(
+            err, ValueError | TypeError | OSError | ImportError
+        ):  # a surprise: say what kind
             message = f"{type(err).__name__}: {message}"
         print(f"vilt: error: {message} (--debug shows the traceback)", file=sys.stderr)
         return 1

@@ -154,10 +154,25 @@ class Embedder:
 
     @classmethod
     def from_pretrained(
-        cls, path_or_name: str | os.PathLike, *, device: str | torch.device | None = None, **options
+        cls,
+        path_or_name: str | os.PathLike,
+        *,
+        device: str | torch.device | None = None,
+        **options: Any,
     ) -> Embedder:
         """Load the model (any ViLT or ViT class) and the processor saved beside it;
-        ``device`` defaults to CUDA when there is one."""
+        ``device`` defaults to CUDA when there is one.
+
+        Args:
+            path_or_name: a checkpoint directory or file, or a name ``load_model`` resolves.
+            device: where to run (None: "cuda" when available, else "cpu").
+            **options: the constructor's other keywords (``batch_size``, ``progress``).
+
+        Raises:
+            CheckpointError: when the checkpoint cannot be read or names no class vilt builds.
+            TypeError: for a checkpoint that is neither a ViLT nor a ViT model.
+            FileNotFoundError: for a ViLT checkpoint with no tokenizer files beside it.
+        """
         model = load_model(path_or_name)
         if vit_backbone(model) is None:
             vilt_backbone(model)  # anything else is named as such, before its missing files
@@ -198,14 +213,37 @@ class Embedder:
     def scores(
         self, images: Sequence[ImageLike], texts: Sequence[str], *, batch_size: int | None = None
     ) -> torch.Tensor:
-        """(N,) match log-odds of each pair from the ITM head."""
+        """(N,) match log-odds of each pair from the ITM head.
+
+        Args:
+            images: the images (PIL images, paths, arrays or tensors), one per text.
+            texts: the texts; pair i is (``images[i]``, ``texts[i]``).
+            batch_size: overrides the Embedder's for this call.
+
+        Returns:
+            A float32 CPU tensor: the ITM logit difference (match minus no match) per pair.
+
+        Raises:
+            TypeError: when the model has no image-text matching head, or the inputs are not
+                lists (one string, one image).
+            ValueError: when the numbers of images and texts differ.
+        """
         check_pairs(images, texts)
         return self.score_pairs(images, texts, [(i, i) for i in range(len(texts))], batch_size)
 
     def match(
         self, images: Sequence[ImageLike], texts: Sequence[str], *, batch_size: int | None = None
     ) -> torch.Tensor:
-        """(N,) probability that each image and text belong together (ITM head)."""
+        """(N,) probability that each image and text belong together (ITM head).
+
+        Args:
+            images: the images (PIL images, paths, arrays or tensors), one per text.
+            texts: the texts; pair i is (``images[i]``, ``texts[i]``).
+            batch_size: overrides the Embedder's for this call.
+
+        Returns:
+            A float32 CPU tensor: the sigmoid of :meth:`scores`.
+        """
         return torch.sigmoid(self.scores(images, texts, batch_size=batch_size))
 
     def score_pairs(
@@ -216,7 +254,22 @@ class Embedder:
         batch_size: int | None = None,
     ) -> torch.Tensor:
         """(P,) ITM log-odds of ``pairs`` of (image index, text index) into ``images`` and
-        ``texts``; each image is decoded and resized once however many pairs it is in."""
+        ``texts``; each image is decoded and resized once however many pairs it is in.
+
+        Args:
+            images: the images (PIL images, paths, arrays or tensors).
+            texts: the texts (a list of strings).
+            pairs: (image index, text index) per score, e.g. every image with every text.
+            batch_size: overrides the Embedder's for this call.
+
+        Returns:
+            A float32 CPU tensor: the ITM logit difference per pair, in the order of ``pairs``.
+
+        Raises:
+            TypeError: when the model has no image-text matching head, or ``texts`` is not a
+                list of strings.
+            IndexError: for a pair whose index is outside ``images`` or ``texts``.
+        """
         if not self.has_itm_head:
             raise TypeError(
                 f"{type(self.model).__name__} has no image-text matching head; load an ITM "

@@ -4,7 +4,7 @@ Text is tokenized here, padded to the longest text of the batch and truncated at
 ``max_length`` tokens (default: the processor's, 40 for ViLT; keep it within the model's
 ``max_position_embeddings``). Images arrive decoded and transformed by the workers
 (``preprocess_one``) and are padded to the largest in the batch by the image processor's
-``pad``, which also returns ``pixel_mask``.
+``pad``, which also returns ``pixel_mask`` (left out of a batch in which no image is padded).
 
 Every collator drops ``None`` items (records skipped with ``skip_bad``) and returns
 ``None`` when a whole batch was skipped: skip such a batch. Values that are not model
@@ -100,8 +100,14 @@ class _TextImageCollator:
         return out
 
     def pad_images(self, images: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """pixel_values, and pixel_mask unless no image of the batch is padded: without a mask
+        the model takes every pixel as real, which gives the same outputs on its path without
+        the per-image positions and gathers (the model cannot ask the mask's values itself)."""
         padded = self.image_processor.pad(images)
-        return {"pixel_values": padded["pixel_values"], "pixel_mask": padded["pixel_mask"]}
+        out = {"pixel_values": padded["pixel_values"]}
+        if not bool(padded["pixel_mask"].all()):
+            out["pixel_mask"] = padded["pixel_mask"]
+        return out
 
 
 class VQACollator(_TextImageCollator):

@@ -45,7 +45,27 @@ def whole_word_mask(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(masked input_ids, labels) for a (B, T) batch; ``word_ids[b][t]`` is the word of
-    token t of text b (``None`` for special and padding tokens)."""
+    token t of text b (``None`` for special and padding tokens).
+
+    Args:
+        input_ids: (B, T) token ids; not modified (the masked ids are a copy).
+        word_ids: per text, each token's word number or None (a tokenizer's ``word_ids()``,
+            or :func:`word_ids_from_tokens`); entries beyond T are ignored.
+        mask_token_id: the [MASK] id; never chosen, never swapped in as a random token.
+        vocab_size: random replacements are drawn from 0..vocab_size-1, special ids excluded.
+        special_ids: ids never chosen nor swapped in ([CLS], [SEP], [PAD], ...).
+        probability: the share of each text's word tokens to choose, in [0, 1] (at least one
+            word per text that has any; 0 chooses none).
+        generator: the random generator (None: torch's global one).
+
+    Returns:
+        The masked ids and the labels (the original id at chosen positions, -100 elsewhere),
+        both (B, T) like ``input_ids``.
+
+    Raises:
+        ValueError: for ``probability`` outside [0, 1], or a ``vocab_size`` that leaves no
+            ordinary token.
+    """
     if not 0.0 <= probability <= 1.0:
         raise ValueError(f"probability must be in [0, 1], got {probability}")
     masked = input_ids.clone()

@@ -28,7 +28,21 @@ class StreamingDataset(torch.utils.data.IterableDataset):
     """Rows -> records (``to_record(row, n)``) -> items (``encoder.encode``), lazily.
 
     ``encoder`` is a map-style vilt dataset built with no records; it holds the image
-    transform, the task's targets (labels, answer vocabulary) and the skip counter."""
+    transform, the task's targets (labels, answer vocabulary) and the skip counter.
+
+    Args:
+        rows: the source rows: a ``datasets.IterableDataset`` or any re-iterable of dicts.
+        to_record: ``to_record(row, n)`` turns a row into the encoder's record (``n``
+            numbers the rows as read, for error messages); raises DataError for a bad row.
+        encoder: the task's map-style dataset; its ``encode(record, n)`` makes each item.
+        rank: this process's index among ``world_size`` processes.
+        world_size: the number of processes splitting the source (above 1: ``rows`` must be
+            a ``datasets.IterableDataset``).
+
+    Raises:
+        TypeError: for ``world_size`` above 1 with a source that is not a
+            ``datasets.IterableDataset``.
+    """
 
     def __init__(
         self,
@@ -58,6 +72,12 @@ class StreamingDataset(torch.utils.data.IterableDataset):
         return getattr(self.encoder, name)
 
     def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch``: the source reshuffles (when it can), and bad rows met after
+        epoch 0 are skipped without being counted again.
+
+        Args:
+            epoch: the epoch number, from 0.
+        """
         self._epoch[0] = epoch
         if hasattr(self.rows, "set_epoch"):
             self.rows.set_epoch(epoch)
@@ -65,7 +85,12 @@ class StreamingDataset(torch.utils.data.IterableDataset):
     def skip_counts(self, all_reduce: AllReduce | None = None) -> dict[str, int]:
         """Rows skipped by reason, counted on the first pass over the stream (later epochs
         meet the same rows). ``all_reduce``: sums the processes' counts in a distributed run,
-        where each process reads its own rows."""
+        where each process reads its own rows.
+
+        Args:
+            all_reduce: ``all_reduce(tensor, "sum")`` over the processes (e.g. accelerate's
+                ``reduce``); None counts this process's rows only.
+        """
         if self.encoder.skips is None:
             return {}
         totals = self.encoder.skips.as_tensor()

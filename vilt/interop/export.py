@@ -21,7 +21,17 @@ from .reader import CONFIG_NAME, SAFETENSORS_NAME
 
 
 def save_transformers(model: PreTrainedModel, path: Path) -> None:
-    """Write ``model`` to directory ``path`` in transformers' format (the registered writer)."""
+    """Write ``model`` to directory ``path`` in transformers' format (the registered writer).
+
+    Args:
+        model: a vilt model whose class has a transformers counterpart (ViltForPreTraining is
+            written as ViltForMaskedLM without its ITM head, with a CheckpointWarning).
+        path: the directory (made when missing); config.json and model.safetensors in it are
+            replaced atomically.
+
+    Raises:
+        CheckpointError: for a model class that transformers has no counterpart of.
+    """
     architecture = type(model).__name__
     if architecture not in VILT_TO_TRANSFORMERS:
         known = ", ".join(sorted(VILT_TO_TRANSFORMERS))

@@ -122,7 +122,20 @@ def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def read_original_checkpoint(path: Path, model_cls: type | None, *, source: str) -> Checkpoint:
-    """An original ViLT checkpoint as a vilt Checkpoint (fused qkv maps one to one)."""
+    """An original ViLT checkpoint as a vilt Checkpoint (fused qkv maps one to one).
+
+    The architecture follows from the heads present (``vqa_classifier``, ``nlvr2_classifier``,
+    ``rank_output``, ``itm_score``, ``mlm_score``); the config from the weight shapes.
+
+    Args:
+        path: the ``.ckpt`` file (read with ``torch.load(weights_only=True)``).
+        model_cls: the class asked for, or None; unused here (the reader registry's signature).
+        source: how errors and the Checkpoint name the file (what the user passed).
+
+    Raises:
+        CheckpointError: for a file torch.load cannot read safely, or one that is not an
+            original ViLT checkpoint (weights missing, or a non-square position grid).
+    """
     state, hparams = _load(path)
     if not any(k.startswith("transformer.blocks.") for k in state):
         raise CheckpointError(

@@ -39,6 +39,19 @@ class EncoderOutput(ModelOutput):
     ``attention_mask`` is the keep-mask of the whole sequence; for ViLT, ``text_length`` tells
     where the image tokens start and ``patch_index`` maps each image token to its patch in the
     padded ``grid_size`` grid (-1 for the class token) — what attention maps need.
+
+    Attributes:
+        last_hidden_state: ``(batch, sequence, hidden)`` states after the final norm.
+        pooler_output: ``(batch, hidden)`` pooled first token, when the model has a pooler.
+        hidden_states: the embeddings and every block's output, with
+            ``output_hidden_states=True``.
+        attentions: every block's ``(batch, heads, sequence, sequence)`` attention
+            probabilities, with ``output_attentions=True``.
+        attention_mask: ``(batch, sequence)`` keep-mask of the whole sequence (1 = a real token).
+        text_length: ViLT only: how many text tokens precede the image tokens.
+        patch_index: ViLT only: ``(batch, image_tokens)`` flat (row-major) index of each image
+            token's patch in the padded grid, -1 for the image class token.
+        grid_size: ViLT only: ``(rows, columns)`` of the padded patch grid.
     """
 
     last_hidden_state: torch.Tensor | None = None
@@ -56,6 +69,11 @@ class TaskOutput(EncoderOutput):
     """What the models with a head return: ``loss`` when labels were given, and ``logits``.
 
     ``scores`` is the image-text match score (ITM logit difference) where the model has one.
+
+    Attributes:
+        loss: scalar training loss, present when labels were passed.
+        logits: the head's ``(batch, num_labels)`` logits.
+        scores: ``(batch,)`` image-text match score, for the models that match pairs.
     """
 
     loss: torch.Tensor | None = None
@@ -68,7 +86,17 @@ class PreTrainingOutput(EncoderOutput):
     """ITM + MLM (+ WPA): the summed loss, each loss, and each head's logits.
 
     ``wpa_loss`` is the word-patch alignment loss before its weight (``config.wpa_weight``);
-    the summed ``loss`` holds it times the weight."""
+    the summed ``loss`` holds it times the weight.
+
+    Attributes:
+        loss: ITM + MLM (+ ``wpa_weight`` x WPA) loss, present when labels were passed.
+        itm_loss: image-text matching cross-entropy.
+        mlm_loss: masked language modelling cross-entropy over the masked tokens.
+        wpa_loss: word-patch alignment (optimal transport) distance of the matched pairs.
+        itm_logits: ``(batch, 2)`` match / no-match logits.
+        mlm_logits: ``(batch, text, vocab)`` token logits.
+        scores: ``(batch,)`` image-text match score (ITM logit difference).
+    """
 
     loss: torch.Tensor | None = None
     itm_loss: torch.Tensor | None = None

@@ -411,7 +411,9 @@ class ViltForImagesAndTextClassification(_ViltWithHead):
         if pixel_mask is not None:
             masks = pixel_mask.transpose(0, 1).reshape(n * b, *pixel_mask.shape[2:])
         repeat = lambda t: None if t is None else t.repeat(n, 1)  # noqa: E731
-        types = torch.arange(1, n + 1, device=pixel_values.device).repeat_interleave(b)
+        # [1] * b + [2] * b + ...; an expand, not repeat_interleave, which ONNX export
+        # translates wrongly for a dynamic batch
+        types = torch.arange(1, n + 1, device=pixel_values.device)[:, None].expand(n, b).reshape(-1)
         out = self.vilt(
             input_ids=repeat(input_ids),
             attention_mask=repeat(attention_mask),

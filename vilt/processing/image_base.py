@@ -74,7 +74,24 @@ def resample_name(value: str | int) -> str:
 
 class BaseImageProcessor:
     """Shared pipeline; subclasses say the output size (``output_size``) and the file layout
-    (``to_dict``/``from_dict``). ``pixel_mask`` is returned only by those with ``do_pad``."""
+    (``to_dict``/``from_dict``). ``pixel_mask`` is returned only by those with ``do_pad``.
+
+    Args:
+        do_resize: resize each image to ``output_size`` (False: keep the decoded size).
+        resample: PIL filter for the resize, by name ("bicubic") or PIL number (3).
+        do_rescale: multiply the 0..255 pixel values by ``rescale_factor``.
+        rescale_factor: the rescale multiplier (1/255 maps to 0..1).
+        do_normalize: subtract ``image_mean`` and divide by ``image_std``, per channel.
+        image_mean: per-channel (R, G, B) mean; one value is used for all three.
+        image_std: per-channel (R, G, B) standard deviation, no zero; one value for all three.
+        jpeg_draft: let libjpeg decode JPEG files at a reduced scale when resizing (faster;
+            pixels differ slightly from a full decode).
+        num_threads: threads that decode and resize a batch's images (None: torch's count).
+
+    Raises:
+        ValueError: for an unknown ``resample``, a mean or std that is not 1 or 3 values, a
+            zero in ``image_std``, or ``num_threads`` below 1.
+    """
 
     processor_type: ClassVar[str] = ""
     do_pad: bool = False
@@ -116,7 +133,12 @@ class BaseImageProcessor:
 
     # -- what subclasses define ---------------------------------------------------------------
     def output_size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) of the resized image for an input of ``width`` x ``height``."""
+        """(width, height) of the resized image for an input of ``width`` x ``height``.
+
+        Args:
+            width: the input image's width in pixels.
+            height: the input image's height in pixels.
+        """
         raise NotImplementedError
 
     def _own_fields(self) -> dict[str, Any]:
@@ -142,6 +164,12 @@ class BaseImageProcessor:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> BaseImageProcessor:
+        """A processor from a transformers-style ``preprocessor_config.json`` dict.
+
+        Args:
+            data: the settings as ``to_dict`` writes them (unknown keys are ignored).
+            **overrides: constructor arguments that replace the file's settings.
+        """
         raise NotImplementedError
 
     # -- one image --------------------------------------------------------------------------
@@ -150,7 +178,17 @@ class BaseImageProcessor:
 
         ``normalize=True``: float32, rescaled and normalised, ready for :meth:`pad`.
         ``normalize=False``: the resized uint8 image; :meth:`pad` normalises it while padding,
-        so DataLoader workers can send a quarter of the bytes to the main process."""
+        so DataLoader workers can send a quarter of the bytes to the main process.
+
+        Args:
+            image: a file path, PIL image, numpy array or tensor.
+            normalize: rescale and normalise now (float32) rather than in :meth:`pad` (uint8).
+
+        Raises:
+            ImageInputError: for an image that cannot be used (a missing or unreadable file,
+                zero size, an array of unusable shape or dtype); the message names it.
+            TypeError: for an input that is not an image at all.
+        """
         pixels = self._resize_uint8(image, None)
         if not normalize:
             return pixels.contiguous()
@@ -215,7 +253,15 @@ class BaseImageProcessor:
         float tensors are taken as already normalised (``preprocess_one``); uint8 tensors are
         normalised on the way (``preprocess_one(normalize=False)``). Padding is 0 after
         normalisation, as in transformers. Returns ``pixel_values`` (B, 3, H, W) and, for
-        processors that pad, ``pixel_mask`` (B, H, W) long."""
+        processors that pad, ``pixel_mask`` (B, H, W) long.
+
+        Args:
+            images: (3, h, w) tensors, float (normalised) or uint8 (not yet normalised).
+
+        Raises:
+            ValueError: for an empty list, an item that is not a (3, h, w) tensor, or images of
+                different sizes for a processor without ``do_pad``.
+        """
         if len(images) == 0:
             raise ValueError("pad needs at least one image")
         for i, im in enumerate(images):
@@ -251,14 +297,33 @@ class BaseImageProcessor:
 
     # -- files -------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``preprocessor_config.json`` (transformers' layout) into ``directory``."""
+        """Write ``preprocessor_config.json`` (transformers' layout) into ``directory``.
+
+        Args:
+            directory: where to write (made when missing); the file is written atomically.
+
+        Returns:
+            The path of the file written.
+        """
         return write_json(Path(directory) / PREPROCESSOR_CONFIG, self.to_dict())
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | os.PathLike, **overrides: Any):
         """Read a vilt or transformers processor directory (``preprocessor_config.json``, or
         ``processor_config.json`` with an ``image_processor`` entry), a JSON file, or a hub
-        name. ``overrides`` replace settings (e.g. ``num_threads=1``)."""
+        name. ``overrides`` replace settings (e.g. ``num_threads=1``).
+
+        Args:
+            path_or_name: a directory, a JSON file, or a hub name (taken from the local
+                huggingface_hub cache, or the hub when online).
+            **overrides: constructor arguments that replace the file's settings.
+
+        Raises:
+            FileNotFoundError: when the path does not exist and cannot be resolved as a hub
+                name, or the directory has no processor config.
+            ValueError: for a file that is not a JSON object, or settings that the processor
+                rejects; the message names the file.
+        """
         path = resolve_directory(path_or_name)
         if path.is_file():
             data, source = read_json(path), path

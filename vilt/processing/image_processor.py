@@ -53,8 +53,28 @@ class ImageProcessor(BaseImageProcessor):
 
     ``jpeg_draft=True`` lets libjpeg decode JPEG files at a reduced scale when the output is
     at most a quarter of the source's side: libjpeg then skips most of the decoding of a
-    large photo, but the pixels differ slightly from a full decode's, hence off by default. ``num_threads`` (default: torch's) decodes and
-    resizes a batch's images in parallel.
+    large photo, but the pixels differ slightly from a full decode's, hence off by default.
+    ``num_threads`` (default: torch's) decodes and resizes a batch's images in parallel.
+
+    Args:
+        size: the shorter side of each resized image, in pixels.
+        size_divisor: both sides are floored to a multiple of this (the model's patch size).
+        max_size_ratio: the longer side is at most this times ``size`` (at least 1).
+        do_resize: resize each image (False: keep the decoded size).
+        resample: PIL filter for the resize, by name or PIL number.
+        do_rescale: multiply the 0..255 pixel values by ``rescale_factor``.
+        rescale_factor: the rescale multiplier.
+        do_normalize: subtract ``image_mean`` and divide by ``image_std``, per channel.
+        image_mean: per-channel (R, G, B) mean, or one value for all three.
+        image_std: per-channel (R, G, B) standard deviation (no zero), or one value.
+        do_pad: pad a batch to its largest image and return ``pixel_mask``; without it,
+            images of different sizes in one batch raise ValueError.
+        jpeg_draft: decode JPEG files at a reduced scale when resizing (see above).
+        num_threads: threads that decode and resize a batch's images (None: torch's count).
+
+    Raises:
+        ValueError: for ``size`` or ``size_divisor`` below 1, ``max_size_ratio`` below 1, or a
+            setting that :class:`~vilt.processing.image_base.BaseImageProcessor` rejects.
     """
 
     processor_type: ClassVar[str] = "ViltImageProcessor"
@@ -97,6 +117,13 @@ class ImageProcessor(BaseImageProcessor):
         self.do_pad = bool(do_pad)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after the resize: the shorter side ``size``, the longer capped at
+        ``max_size_ratio`` x ``size``, both floored to multiples of ``size_divisor``.
+
+        Args:
+            width: the input image's width in pixels.
+            height: the input image's height in pixels.
+        """
         # transformers' arithmetic, step for step, so the sizes agree to the pixel
         shorter = self.size
         longer = int(self.max_size_ratio * shorter)
@@ -115,7 +142,13 @@ class ImageProcessor(BaseImageProcessor):
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> ImageProcessor:
         """The processor for a ViLT model config: ``size`` its (shorter) ``image_size``,
-        ``size_divisor`` its patch size (384 and 32 for ViLT-B/32, as transformers)."""
+        ``size_divisor`` its patch size (384 and 32 for ViLT-B/32, as transformers).
+
+        Args:
+            config: a ViLT model config (anything with ``image_size`` and ``patch_size``, each
+                an int or a (height, width) pair).
+            **overrides: constructor arguments that replace those taken from the config.
+        """
         image = config.image_size
         patch = config.patch_size
         size = min(to_pair(image))
@@ -134,7 +167,16 @@ class ImageProcessor(BaseImageProcessor):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> ImageProcessor:
-        """From transformers' layouts: ``size`` as 384 or {"shortest_edge": 384}."""
+        """From transformers' layouts: ``size`` as 384 or {"shortest_edge": 384}.
+
+        Args:
+            data: a ``preprocessor_config.json`` dict (keys it does not know are ignored).
+            **overrides: constructor arguments that replace the dict's settings.
+
+        Raises:
+            ValueError: when ``data`` describes a ViT processor (its type, or a ``size`` with
+                no ``shortest_edge``), or holds a setting the constructor rejects.
+        """
         _check_type(data, "ViLT", "ViT", "ViTImageProcessor")
         size = data.get("size", 384)
         if isinstance(size, dict):
@@ -157,7 +199,25 @@ class ViTImageProcessor(BaseImageProcessor):
     rescaled and normalised (mean = std = 0.5 as google/vit-*; pass a checkpoint's own).
 
     All outputs share one size, so there is no padding and no ``pixel_mask``: ``__call__``
-    and ``pad`` return ``pixel_values`` only."""
+    and ``pad`` return ``pixel_values`` only.
+
+    Args:
+        size: the output size: an int for a square, or (height, width).
+        do_resize: resize each image to ``size`` (False: images must already share one size).
+        resample: PIL filter for the resize, by name or PIL number.
+        do_rescale: multiply the 0..255 pixel values by ``rescale_factor``.
+        rescale_factor: the rescale multiplier.
+        do_normalize: subtract ``image_mean`` and divide by ``image_std``, per channel.
+        image_mean: per-channel (R, G, B) mean, or one value for all three.
+        image_std: per-channel (R, G, B) standard deviation (no zero), or one value.
+        jpeg_draft: let libjpeg decode JPEG files at a reduced scale when resizing (faster;
+            pixels differ slightly from a full decode).
+        num_threads: threads that decode and resize a batch's images (None: torch's count).
+
+    Raises:
+        ValueError: for a ``size`` below 1 or a sequence not two long, or a setting that
+            :class:`~vilt.processing.image_base.BaseImageProcessor` rejects.
+    """
 
     processor_type: ClassVar[str] = "ViTImageProcessor"
 
@@ -196,11 +256,22 @@ class ViTImageProcessor(BaseImageProcessor):
         return self.height, self.width
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after the resize: always ``size``, whatever the input.
+
+        Args:
+            width: the input image's width in pixels (unused).
+            height: the input image's height in pixels (unused).
+        """
         return self.width, self.height
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> ViTImageProcessor:
-        """The processor for a ViT model config: ``size`` its ``image_size``."""
+        """The processor for a ViT model config: ``size`` its ``image_size``.
+
+        Args:
+            config: a ViT model config (anything with ``image_size``, an int or a pair).
+            **overrides: constructor arguments that replace those taken from the config.
+        """
         return cls(**{"size": to_pair(config.image_size), **overrides})
 
     def _own_fields(self) -> dict[str, Any]:
@@ -208,7 +279,16 @@ class ViTImageProcessor(BaseImageProcessor):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> ViTImageProcessor:
-        """From transformers' layouts: ``size`` as 224 or {"height": 224, "width": 224}."""
+        """From transformers' layouts: ``size`` as 224 or {"height": 224, "width": 224}.
+
+        Args:
+            data: a ``preprocessor_config.json`` dict (keys it does not know are ignored).
+            **overrides: constructor arguments that replace the dict's settings.
+
+        Raises:
+            ValueError: when ``data`` describes a ViLT processor (its type, or a ``size``
+                without both height and width), or holds a setting the constructor rejects.
+        """
         _check_type(data, "ViT", "Vilt", "ImageProcessor")
         size = data.get("size", 224)
         if isinstance(size, dict):

@@ -22,7 +22,12 @@ __all__ = ["batch_size_of", "evaluate", "split_batch"]
 
 
 def split_batch(batch: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(model inputs, meta) from a collated batch (see the module docstring)."""
+    """(model inputs, meta) from a collated batch (see the module docstring).
+
+    Args:
+        batch: a collated batch; not modified. ``batch["meta"]`` and the ``meta_*`` keys go
+            to meta (``meta_answers`` as ``meta["answers"]``), everything else to the inputs.
+    """
     inputs = dict(batch)
     meta: dict[str, Any] = dict(inputs.pop("meta", None) or {})
     for key in [k for k in inputs if k.startswith("meta_")]:
@@ -57,7 +62,21 @@ def evaluate(
     the processes' batches may differ in size or number (items skipped as bad). Elsewhere
     (FSDP, DeepSpeed, streams dispatched from the main process) the rows are gathered batch
     by batch with ``gather_for_metrics``, which drops the repeated samples but needs every
-    process to see batches of the same size."""
+    process to see batches of the same size.
+
+    Args:
+        accelerator: the run's ``accelerate.Accelerator``, which prepared ``model`` and
+            ``loader``.
+        model: the model; put in eval mode for the loop, then back in its former mode.
+        loader: the prepared evaluation batches; a None batch (all of its items skipped) is
+            left out.
+        metrics: name -> :data:`~vilt.training.metrics.Metric`, called as
+            ``metric(output, inputs, meta)``; None: losses only.
+        prefix: put before every name in the result.
+
+    Returns:
+        ``{prefix + name: mean}`` over the samples, and ``prefix + "samples"``: their count.
+    """
     was_training = model.training
     model.eval()
     sampler = getattr(loader, "batch_sampler", None)

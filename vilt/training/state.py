@@ -14,7 +14,20 @@ __all__ = ["TrainState"]
 class TrainState:
     """The data position (epoch, batches of it consumed by each process, optimizer steps) and
     the run's counters. The sampler's order follows from (seed, epoch), so this is all a
-    resumed run needs to find its place."""
+    resumed run needs to find its place.
+
+    Attributes:
+        epoch: the current epoch, from 0.
+        batch_in_epoch: batches of ``epoch`` consumed by this process.
+        global_step: optimizer steps taken.
+        samples_seen: training samples consumed, across processes.
+        skipped_batches: batches that trained nothing: a non-finite loss
+            (``on_nonfinite="skip"``), or, under several processes, a batch its collator
+            emptied, replaced by a zero loss to stay paired.
+        skipped_steps: optimizer steps skipped for a non-finite loss or gradient.
+        skip_streak: skipped steps in a row, up to the last read of the loss.
+        elapsed_s: training wall time in seconds before this session.
+    """
 
     epoch: int = 0
     batch_in_epoch: int = 0  # batches of ``epoch`` consumed by this process
@@ -31,7 +44,15 @@ class TrainState:
         self, config: TrainingConfig, *, world_size: int, total_steps: int, elapsed_s: float
     ) -> dict[str, Any]:
         """What a checkpoint's ``trainer_state.json`` holds: this state, the sampler seed and
-        the shape of the run (to warn when a resumed run differs)."""
+        the shape of the run (to warn when a resumed run differs).
+
+        Args:
+            config: the run's training config (seed, batch size, accumulation, all settings).
+            world_size: the number of processes.
+            total_steps: the optimizer steps the run will take in all.
+            elapsed_s: training wall time in seconds so far, this session included (it
+                replaces the state's ``elapsed_s`` in the record).
+        """
         return {
             **dataclasses.asdict(self),
             "elapsed_s": elapsed_s,
@@ -45,5 +66,11 @@ class TrainState:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> TrainState:
+        """The state saved in a checkpoint's ``trainer_state.json``.
+
+        Args:
+            record: what :meth:`record` wrote; keys that are not fields are ignored, and
+                fields it lacks (an older checkpoint) keep their defaults.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in record.items() if k in names})

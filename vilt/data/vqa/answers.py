@@ -26,12 +26,26 @@ _SCORES = (0.0, 0.3, 0.6, 0.9, 1.0)
 
 
 def soft_score(count: int) -> float:
-    """ViLT's target for an answer given by ``count`` annotators: min(1, 0.3 count)."""
+    """ViLT's target for an answer given by ``count`` annotators: min(1, 0.3 count).
+
+    Args:
+        count: how many annotators gave the answer (below 0 counts as 0).
+
+    Returns:
+        0.0, 0.3, 0.6, 0.9 or 1.0.
+    """
     return _SCORES[min(max(count, 0), 4)]
 
 
 class AnswerVocab:
-    """The answers a VQA head predicts, in label order (label i = ``labels[i]``)."""
+    """The answers a VQA head predicts, in label order (label i = ``labels[i]``).
+
+    Args:
+        labels: the answers, one per label id, in normalised form (``normalize_answer``).
+
+    Raises:
+        ValueError: when an answer occurs twice.
+    """
 
     def __init__(self, labels: Sequence[str]) -> None:
         self.labels = list(labels)
@@ -42,7 +56,14 @@ class AnswerVocab:
 
     @classmethod
     def from_id2label(cls, id2label: Mapping[int | str, str]) -> AnswerVocab:
-        """From a model config's ``id2label`` (keys may be strings after a JSON round trip)."""
+        """From a model config's ``id2label`` (keys may be strings after a JSON round trip).
+
+        Args:
+            id2label: label id -> answer, ids (int or numeric str) covering 0..n-1.
+
+        Raises:
+            ValueError: when the ids are not exactly 0..n-1, or an answer occurs twice.
+        """
         items = sorted((int(k), v) for k, v in id2label.items())
         if [k for k, _ in items] != list(range(len(items))):
             raise ValueError("id2label keys must be 0..n-1")
@@ -65,7 +86,13 @@ class AnswerVocab:
     def targets(self, answers: Sequence[str]) -> torch.Tensor:
         """(len(self),) float soft scores for one question's (normalised) human answers.
 
-        Answers outside the vocabulary contribute nothing; all of them outside gives zeros."""
+        Answers outside the vocabulary contribute nothing; all of them outside gives zeros.
+
+        Args:
+            answers: the human answers, repeats included (an answer given by k annotators
+                appears k times and scores ``soft_score(k)``); a single answer scores 1.0.
+                They are compared as given: normalise them first.
+        """
         out = torch.zeros(len(self.labels), dtype=torch.float32)
         counts = Counter(answers)
         single = len(answers) == 1
@@ -76,7 +103,11 @@ class AnswerVocab:
         return out
 
     def covers(self, answers: Sequence[str]) -> bool:
-        """Whether at least one of the answers is in the vocabulary (a non-zero target)."""
+        """Whether at least one of the answers is in the vocabulary (a non-zero target).
+
+        Args:
+            answers: one question's human answers, normalised (compared as given).
+        """
         return any(a in self.label2id for a in answers)
 
 
@@ -90,7 +121,17 @@ def build_answer_vocab(
 ) -> AnswerVocab:
     """Vocabulary of the training answers: each question's majority answer counts once (as
     ViLT builds its VQAv2 vocabulary, which used ``min_count=9``); answers seen fewer than
-    ``min_count`` times are dropped; most frequent first, ties alphabetical."""
+    ``min_count`` times are dropped; most frequent first, ties alphabetical.
+
+    Args:
+        answers_lists: each training question's human answers (raw: they are normalised here;
+            answers empty after normalising are dropped, and a question left with none too).
+        min_count: the fewest questions whose majority answer it must be to be kept.
+        max_size: keep at most this many answers, the most frequent (None: no limit).
+
+    Raises:
+        ValueError: when no answer is kept.
+    """
     counts: Counter[str] = Counter()
     for answers in answers_lists:
         normalised = [normalize_answer(a) for a in answers]
@@ -106,7 +147,18 @@ def build_answer_vocab(
 
 
 def vqa_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
-    """Official VQA accuracy of one predicted answer (see the module docstring)."""
+    """Official VQA accuracy of one predicted answer (see the module docstring).
+
+    Args:
+        prediction: the predicted answer (normalised here).
+        human_answers: the question's human answers, usually 10 (normalised here).
+
+    Returns:
+        The accuracy in [0, 1]; with one human answer, 1.0 for an exact match else 0.0.
+
+    Raises:
+        ValueError: when ``human_answers`` is empty.
+    """
     if not human_answers:
         raise ValueError("VQA accuracy needs at least one human answer")
     pred = normalize_answer(prediction)

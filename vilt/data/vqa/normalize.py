@@ -91,6 +91,13 @@ def _digits_and_articles(text: str) -> str:
 
 @lru_cache(maxsize=1 << 16)  # answers repeat a lot: VQAv2 has ~4M answers, ~200k distinct
 def normalize_answer(answer: str) -> str:
-    """The form the official VQA evaluation compares: see the module docstring."""
+    """The form the official VQA evaluation compares: see the module docstring.
+
+    Args:
+        answer: an answer as typed ("Two dogs." -> "2 dogs").
+
+    Returns:
+        The normalised answer; "" when nothing is left (e.g. "the").
+    """
     text = answer.replace("\n", " ").replace("\t", " ").strip()
     return _digits_and_articles(_punctuation(text))
