@@ -8,6 +8,7 @@ DataLoader workers agree with the main process.
 
 from __future__ import annotations
 
+import argparse
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from ..processing.views import shift_image
 
-__all__ = ["HorizontalFlip", "RandomShift"]
+__all__ = ["HorizontalFlip", "RandomShift", "check_shifts"]
 
 
 def _key(item: dict[str, Any]) -> int:
@@ -125,3 +126,23 @@ class RandomShift(_ItemAugment):
         if self.fill == "zeros":
             return F.pad(image, (k, k, k, k))[..., dy : dy + h, dx : dx + w].contiguous()
         return shift_image(image, k - dy, k - dx).contiguous()
+
+
+def check_shifts(args: argparse.Namespace, size: int) -> None:
+    """Refuse a training shift (``--shift``) or test-time shift (``--tta-shift``) that is not
+    smaller than the image: such a view holds no part of the image, only its border. Checked
+    before training starts, so that a bad flag does not cost a run.
+
+    Args:
+        args: the job's flags.
+        size: the image's shorter side, in pixels, as the model sees it.
+
+    Raises:
+        ValueError: naming the flag, its value and the image size.
+    """
+    for flag in ("shift", "tta_shift"):
+        value = getattr(args, flag, 0) or 0
+        if value >= size:
+            raise ValueError(
+                f"--{flag.replace('_', '-')} {value} must be smaller than the image ({size} pixels)"
+            )

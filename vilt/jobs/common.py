@@ -34,13 +34,13 @@ from ..config import PRESETS, ConfigError, get_preset, to_pair
 from ..training import TrainingConfig, evaluate, make_loader, metrics_for
 from ..training.accel import build_accelerator, process_state
 from ..training.records import write_json_atomic
+from .augment import check_shifts
 from .parser import OneLineParser
 from .presets import apply_recipe_preset, note_overrides
 
 __all__ = [
     "Job",
     "WithIndex",
-    "check_shifts",
     "job_parser",
     "limit",
     "parse_job_args",
@@ -210,26 +210,6 @@ def parse_job_args(
             except ValueError as err:
                 parser.error(str(err))
     return args
-
-
-def check_shifts(args: argparse.Namespace, size: int) -> None:
-    """Refuse a training shift (``--shift``) or test-time shift (``--tta-shift``) that is not
-    smaller than the image: such a view holds no part of the image, only its border. Checked
-    before training starts, so that a bad flag does not cost a run.
-
-    Args:
-        args: the job's flags.
-        size: the image's shorter side, in pixels, as the model sees it.
-
-    Raises:
-        ValueError: naming the flag, its value and the image size.
-    """
-    for flag in ("shift", "tta_shift"):
-        value = getattr(args, flag, 0) or 0
-        if value >= size:
-            raise ValueError(
-                f"--{flag.replace('_', '-')} {value} must be smaller than the image ({size} pixels)"
-            )
 
 
 def _sizes(args: argparse.Namespace) -> dict[str, int]:

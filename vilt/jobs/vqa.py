@@ -25,8 +25,8 @@ from ..processing import ViltProcessor
 from ..processing.views import test_time_views
 from ..training import Trainer, set_seed
 from . import models
-from .augment import HorizontalFlip, RandomShift
-from .common import Job, check_shifts, job_parser, parse_job_args, percent
+from .augment import HorizontalFlip, RandomShift, check_shifts
+from .common import Job, job_parser, parse_job_args, percent
 from .vqa_data import balance_answers, default_splits, load_split, source_kind
 from .vqa_outputs import predict_labels, save_examples, write_predictions
 
