@@ -78,9 +78,7 @@ def fingerprint(recipes: Path, name: str, argv: list[str]) -> dict[str, Any]:
         )
         return real_loader(*args, **kwargs)
 
-    def trainer(
-        model, config, *, train_dataset, eval_dataset, collate_fn, eval_collate_fn, processor=None
-    ):
+    def trainer(model, config, *, train_dataset, eval_dataset, collate_fn, eval_collate_fn, **_):
         torch.manual_seed(1234)  # the augmentation draws are seeded; this fixes nothing else
         items = [train_dataset[i] for i in range(8)]
         batch = collate_fn(items)

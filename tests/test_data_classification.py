@@ -255,3 +255,24 @@ def test_stream_skips_counted_once_across_epochs():
         assert len(list(stream)) == 2
     assert stream.skip_counts() == {"corrupt_image": 1}
     assert _in_lockstep([stream, stream]) == [{"corrupt_image": 2}] * 2  # each read its own rows
+
+
+def test_easy_vqa_images_get_their_colour_and_shape_as_classes():
+    """A ViT to start the easy-VQA ViLT from learns these: one class per colour and shape,
+    as easy-VQA's questions state them about each image."""
+    from vilt.data.pairs import load_easy_vqa_pairs
+
+    test = load_classification("easy-vqa", split="test")
+    assert test.num_labels == 24 and test.id2label[0] == "red circle"
+    assert len(test) == 880 and test.notes == [
+        "easy-VQA test: 880 images labelled by colour and shape, 120 left out (no question "
+        "states their colour or shape)"
+    ]
+    captions = {}
+    for pair in load_easy_vqa_pairs("test"):
+        captions.setdefault(pair.image_key, []).append(pair.caption)
+    for record in test.records[:50]:
+        color, shape = test.id2label[record.label].split()
+        assert f"a {color} {shape}" in captions[record.image_key]
+    item = test[0]
+    assert item["pixel_values"].shape == (3, 64, 64) and 0 <= item["labels"] < 24

@@ -218,3 +218,14 @@ def test_drop_path_and_layer_scale_are_off_by_default_and_shape_the_blocks_when_
         model.save_pretrained(tmp_path / "hf", format="transformers")
     with pytest.raises(vilt.ConfigError, match="drop_path_rate"):
         vilt.ViTConfig(drop_path_rate=1.0)
+
+
+def test_the_vit_preset_of_the_easy_vqa_vilt_shape_gives_every_block():
+    """vit-mini-h16 is vilt-small-h16's shape: a ViT trained at it starts that ViLT whole."""
+    vit = vilt.ViTForImageClassification(vilt.ViTConfig.from_preset("vit-mini-h16"))
+    with pytest.warns(vilt.CheckpointWarning, match="4 blocks and the final norm"):
+        model = vilt.ViltForQuestionAnswering.from_vit(vit, num_labels=13)
+    target = vilt.ViltConfig.from_preset("vilt-small-h16")
+    fields = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "image_size", "patch_size", "layer_norm_eps")  # fmt: skip
+    assert {f: getattr(model.config, f) for f in fields} == {f: getattr(target, f) for f in fields}

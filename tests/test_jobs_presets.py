@@ -27,6 +27,16 @@ NEW_CONFIG_FIELDS = {"drop_path_rate": 0.0, "layer_scale_init_value": 0.0, "wpa_
 # TrainingConfig fields (and flags) added since 4dbc937, at their defaults; a run that meets
 # no NaN trains as it did
 NEW_TRAINING_FIELDS = {"max_consecutive_skips": 20}
+# flags added since, at the values that start and train as before
+NEW_FLAGS = {"global_batch_size": None}
+NEW_VILT_FLAGS = {"init_vision": None, "init_text": None, "max_text_length": None}
+NEW_PRETRAIN_FLAGS = {
+    "streaming": False,
+    "whole_word_masking": True,
+    "itm_negatives": "in-batch",
+    "itm_hard_candidates": 4,
+    "wpa_weight": None,
+}
 
 
 def assert_same_config(now: dict, before: dict) -> None:
@@ -81,7 +91,12 @@ def test_a_recipe_with_no_flags_resolves_field_by_field_as_before(name, new):
         else:
             assert _plain(args[key]) == value, key
     added = {k: v for k, v in args.items() if k not in before["args"] and not k.startswith("_")}
-    for key, value in NEW_TRAINING_FIELDS.items():
+    new_flags = {**NEW_TRAINING_FIELDS, **NEW_FLAGS}
+    if name != "train_vit":
+        new_flags.update(NEW_VILT_FLAGS)
+    if name == "pretrain":
+        new_flags.update(NEW_PRETRAIN_FLAGS)
+    for key, value in new_flags.items():
         assert added.pop(key) == value, key
     preset_file = added.pop("default_recipe_preset")
     assert Path(preset_file) == ROOT / "recipes" / "presets" / f"{new['recipe_preset']}.json"

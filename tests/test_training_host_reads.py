@@ -168,3 +168,31 @@ def test_vilt_models_train_reading_the_device_only_at_read_points(tmp_path, monk
     trainer.train()
     monkeypatch.undo()
     assert dict(reads) == expected(trainer.unwrapped_model)
+
+
+def collate_with_hard_candidates(items: list[dict]) -> dict:
+    """Pairs batched with every other pair a negative, each with two candidate images: the
+    collator's batch keys for hard negatives, made without reading a value."""
+    batch = torch.utils.data.default_collate(items)
+    n = len(items)
+    rows = torch.arange(0, n, 2)
+    batch["itm_labels"] = torch.ones(n, dtype=torch.long).index_fill(0, rows, 0)
+    batch["itm_hard_rows"] = rows
+    batch["itm_hard_candidates"] = torch.stack([(rows + 1) % n, (rows + 3) % n], dim=1)
+    return batch
+
+
+def test_hard_negatives_are_chosen_without_reading_the_device(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model, data = vilt_pretraining()
+    trainer = Trainer(
+        model,
+        config(tmp_path),
+        train_dataset=data,
+        collate_fn=collate_with_hard_candidates,
+        prepare_inputs=vilt.training.HardNegatives(),
+    )
+    reads = count_host_reads(monkeypatch, trainer)
+    trainer.train()
+    monkeypatch.undo()
+    assert dict(reads) == expected(trainer.unwrapped_model)

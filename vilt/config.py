@@ -382,6 +382,20 @@ PRESETS: dict[str, tuple[type[_BaseConfig], dict[str, Any]]] = {
             pooling="mean",
         ),
     ),
+    # the ViT of vilt-small-h16's shape (width 128, 4 layers, 16 heads, 48x48 as 36 patches
+    # of 8 px): a ViT trained at it starts that ViLT (from_vit)
+    "vit-mini-h16": (
+        ViTConfig,
+        dict(
+            hidden_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=16,
+            intermediate_size=256,
+            image_size=48,
+            patch_size=8,
+            layer_norm_eps=1e-6,
+        ),
+    ),
     "vit-test": (
         ViTConfig,
         dict(

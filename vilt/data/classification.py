@@ -4,6 +4,10 @@
 - ``None``: scikit-learn's bundled digits (1,797 8x8 grayscale images, 10 classes) split
   once, stratified, with a fixed seed: 1,437 train / 360 test (``train_test_split(
   test_size=0.2, stratify=labels, random_state=0)``);
+- "easy-vqa": easy-VQA's 64x64 images, each labelled by its shape's colour and kind ("red
+  circle": 8 x 3 = 24 classes) from the facts its questions state (3,542 of the 4,000
+  train and 880 of the 1,000 test images; the others, whose colour or kind no question
+  states, are left out and said so in ``notes``): a ViT to start ViLT from;
 - a hub name (``datasets.load_dataset``), a local directory (an ``imagefolder``: class
   subfolders under train/ and test/ or validation/; or any layout ``load_dataset`` reads, or
   a ``save_to_disk`` directory), or an in-memory Dataset / DatasetDict.
@@ -26,7 +30,13 @@ from .errors import DataError
 from .hub import RowRecords, find_column, open_hf, undecoded
 from .streaming import StreamingDataset
 
-__all__ = ["ClassRecord", "ClassificationDataset", "load_classification", "load_digits_split"]
+__all__ = [
+    "ClassRecord",
+    "ClassificationDataset",
+    "load_classification",
+    "load_digits_split",
+    "load_easy_vqa_classes",
+]
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SEED = 0
@@ -42,11 +52,15 @@ class ClassRecord(ImageRecord):
 class ClassificationDataset(RecordDataset):
     """Map-style classification data: {"pixel_values", "labels"} per item."""
 
-    def __init__(self, records: Any, *, id2label: dict[int, str], **options: Any) -> None:
-        """``options``: transform, skip_bad, skips, cache_images, max_pixels
-        (see :class:`RecordDataset`)."""
+    def __init__(
+        self, records: Any, *, id2label: dict[int, str], notes: Any = (), **options: Any
+    ) -> None:
+        """``notes``: what a reader says about the records (e.g. those left out);
+        ``options``: transform, skip_bad, skips, cache_images, max_pixels (see
+        :class:`RecordDataset`)."""
         self.records = records
         self.id2label = dict(id2label)
+        self.notes = list(notes)
         super().__init__(**options)
 
     @property
@@ -92,6 +106,30 @@ def load_digits_split(split: str = "train") -> tuple[list[ClassRecord], dict[int
     return records, {i: str(i) for i in range(10)}
 
 
+def load_easy_vqa_classes(split: str = "train") -> tuple[list[ClassRecord], dict[int, str], int]:
+    """easy-VQA's images of ``split`` labelled "colour shape" by what its questions state,
+    the label names (every colour and shape, in a fixed order), and how many images were
+    left out because no question states their colour or their shape."""
+    from .pairs import COLORS, SHAPES, easy_vqa_facts
+
+    names = [f"{color} {shape}" for color in COLORS for shape in SHAPES]
+    label = {name: i for i, name in enumerate(names)}
+    facts, paths = easy_vqa_facts(split)
+    records, left_out = [], 0
+    for image_id in sorted(facts):
+        color, shape = facts[image_id].get("color"), facts[image_id].get("shape")
+        if color is None or shape is None:
+            left_out += 1
+            continue
+        records.append(
+            ClassRecord(
+                paths[image_id], image_id, f"easy-VQA {split} image {image_id}",
+                label=label[f"{color} {shape}"],
+            )
+        )  # fmt: skip
+    return records, dict(enumerate(names)), left_out
+
+
 def _row_record(row: dict, i: int, *, image_col: str, label_col: str, name: str) -> ClassRecord:
     return ClassRecord(row[image_col], i, f"row {i} of {name}", label=row[label_col])
 
@@ -122,6 +160,15 @@ def load_classification(
         records, id2label = load_digits_split(split)
         return ClassificationDataset(
             records, id2label=id2label, cache_images=cache_images, **options
+        )
+    if isinstance(source, str) and source.lower() in ("easy-vqa", "easy_vqa"):
+        records, id2label, left_out = load_easy_vqa_classes(split)
+        note = (
+            f"easy-VQA {split}: {len(records):,} images labelled by colour and shape, "
+            f"{left_out:,} left out (no question states their colour or shape)"
+        )
+        return ClassificationDataset(
+            records, id2label=id2label, notes=[note], cache_images=cache_images, **options
         )
     data, name = open_hf(source, split=split, streaming=streaming, **load_kwargs)
     features = data.features

@@ -2,7 +2,8 @@
 
 Text is tokenized here, padded to the longest text of the batch and truncated at
 ``max_length`` tokens (default: the processor's, 40 for ViLT; keep it within the model's
-``max_position_embeddings``). Images arrive decoded and transformed by the workers
+``max_position_embeddings``); each collator's ``truncation`` counter counts the texts cut
+(across DataLoader workers), which the Trainer reports at the end of a run. Images arrive decoded and transformed by the workers
 (``preprocess_one``) and are padded to the largest in the batch by the image processor's
 ``pad``, which also returns ``pixel_mask`` (left out of a batch in which no image is padded).
 
@@ -20,9 +21,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..processing.truncation import TruncationCounter
 from .masking import IGNORE_INDEX, whole_word_mask, word_ids_from_tokens
 
-__all__ = ["ClassificationCollator", "PretrainingCollator", "VQACollator", "collate_classification"]
+__all__ = [
+    "NEGATIVES",
+    "ClassificationCollator",
+    "PretrainingCollator",
+    "VQACollator",
+    "collate_classification",
+]
 
 Item = dict[str, Any] | None
 
@@ -83,11 +91,13 @@ class _TextImageCollator:
         if self.tokenizer is None or self.image_processor is None:
             raise ValueError("pass a ViltProcessor, or both tokenizer= and image_processor=")
         self.max_length = int(max_length or getattr(processor, "max_length", None) or 40)
+        self.truncation = TruncationCounter(shared=True)
 
     def encode_text(self, texts: list[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
+        self.truncation.add(enc, self.max_length)
         out = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
         if "token_type_ids" not in out:
             out["token_type_ids"] = torch.zeros_like(out["input_ids"])
@@ -127,15 +137,28 @@ class VQACollator(_TextImageCollator):
         return batch
 
 
+NEGATIVES = ("in-batch", "dataset", "hard")
+
+
 class PretrainingCollator(_TextImageCollator):
     """ITM + MLM batches from image-caption items.
 
-    ITM: each pair becomes a negative with probability ``itm_negative_ratio``: its image is
-    swapped for another item's image in the same batch (never one with the same image_id;
-    when the batch has no other image the pair stays positive). Swapping within the batch
-    means no image is decoded twice per epoch. ``itm_labels`` (B,) long, 1 = match.
-    MLM: whole-word masking of ``mlm_probability`` of the tokens (80/10/10); ``mlm_labels``
-    (B, T) long, -100 except at masked tokens of matched pairs.
+    ITM: each pair becomes a negative with probability ``itm_negative_ratio``; where its
+    mismatched image comes from is ``negatives``:
+
+    - "in-batch": another item's image of the same batch (never one with the same image_id;
+      when the batch has no other image the pair stays positive); no image is decoded twice;
+    - "dataset": the image of a random item of ``negative_source`` (the training set), as
+      the ViLT code draws it: negatives from across the data, at one more image read each;
+    - "hard": the batch keeps its own images and carries, for each negative, up to
+      ``hard_candidates`` other images of the batch (``itm_hard_rows`` (N,),
+      ``itm_hard_candidates`` (N, K) long); :class:`vilt.training.HardNegatives`, run in the
+      training step, swaps in the one the current model scores as the best match.
+
+    ``itm_labels`` (B,) long, 1 = match.
+    MLM: ``mlm_probability`` of the tokens (80/10/10), whole words at a time
+    (``whole_word``) or token by token; ``mlm_labels`` (B, T) long, -100 except at masked
+    tokens of matched pairs.
     The draws are seeded by (``seed``, epoch, the items' indices): call ``set_epoch`` each
     epoch (shared with DataLoader workers, persistent or not). ``itm``/``mlm`` False leaves
     that part (and its labels) out.
@@ -149,6 +172,10 @@ class PretrainingCollator(_TextImageCollator):
         itm_negative_ratio: float = 0.5,
         itm: bool = True,
         mlm: bool = True,
+        whole_word: bool = True,
+        negatives: str = "in-batch",
+        negative_source: Any = None,
+        hard_candidates: int = 4,
         seed: int = 0,
         **text_image: Any,
     ) -> None:
@@ -156,9 +183,22 @@ class PretrainingCollator(_TextImageCollator):
         super().__init__(processor, **text_image)
         if not 0.0 <= itm_negative_ratio <= 1.0:
             raise ValueError(f"itm_negative_ratio must be in [0, 1], got {itm_negative_ratio}")
+        if negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
+        if negatives == "dataset" and (
+            negative_source is None or not hasattr(negative_source, "__len__")
+        ):
+            raise ValueError(
+                'negatives="dataset" needs a map-style negative_source (the training set)'
+            )
+        if hard_candidates < 1:
+            raise ValueError(f"hard_candidates must be >= 1, got {hard_candidates}")
         self.mlm_probability = mlm_probability
         self.itm_negative_ratio = itm_negative_ratio
         self.itm, self.mlm, self.seed = itm, mlm, seed
+        self.whole_word = whole_word
+        self.negative_mode, self.negative_source = negatives, negative_source
+        self.hard_candidates = hard_candidates
         self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
 
     def set_epoch(self, epoch: int) -> None:
@@ -168,18 +208,47 @@ class PretrainingCollator(_TextImageCollator):
         indices = [int(it.get("meta", {}).get("index", 0)) for it in items]
         return np.random.default_rng([self.seed, int(self._epoch[0]), *indices])
 
+    @staticmethod
+    def _keys(items: Sequence[dict[str, Any]]) -> list[Any]:
+        keys = [it.get("meta", {}).get("image_id") for it in items]
+        return [k if k is not None else ("item", n) for n, k in enumerate(keys)]
+
     def negatives(
         self, items: Sequence[dict[str, Any]], rng: np.random.Generator
     ) -> list[int | None]:
         """For each pair, the batch position whose image replaces its own (None: keep)."""
-        keys = [it.get("meta", {}).get("image_id") for it in items]
-        keys = [k if k is not None else ("item", n) for n, k in enumerate(keys)]
+        keys = self._keys(items)
         swaps: list[int | None] = []
         for key in keys:
             negative = rng.random() < self.itm_negative_ratio
             others = [k for k in range(len(items)) if keys[k] != key]
             swaps.append(others[int(rng.integers(len(others)))] if negative and others else None)
         return swaps
+
+    def hard_candidates_of(
+        self, items: Sequence[dict[str, Any]], rng: np.random.Generator
+    ) -> tuple[list[int], list[list[int]]]:
+        """The pairs to make negatives, and for each its candidate images (batch positions
+        of other images, ``hard_candidates`` of them, repeated when the batch has fewer)."""
+        keys = self._keys(items)
+        rows, candidates = [], []
+        for b, key in enumerate(keys):
+            negative = rng.random() < self.itm_negative_ratio
+            others = [k for k in range(len(items)) if keys[k] != key]
+            if not (negative and others):
+                continue
+            picked = rng.permutation(others)[: self.hard_candidates].tolist()
+            rows.append(b)
+            candidates.append([picked[i % len(picked)] for i in range(self.hard_candidates)])
+        return rows, candidates
+
+    def _from_dataset(self, key: Any, rng: np.random.Generator) -> torch.Tensor | None:
+        """The image of a random training item with another image (None: none found)."""
+        for _ in range(8):  # a skipped item or the pair's own image: draw again
+            item = self.negative_source[int(rng.integers(len(self.negative_source)))]
+            if item is not None and item.get("meta", {}).get("image_id") != key:
+                return item["pixel_values"]
+        return None
 
     def __call__(self, items: Sequence[Item]) -> dict[str, Any] | None:
         kept = [it for it in items if it is not None]
@@ -189,7 +258,23 @@ class PretrainingCollator(_TextImageCollator):
         batch: dict[str, Any] = self.encode_text([it["text"] for it in kept])
         images = [it["pixel_values"] for it in kept]
         matched = torch.ones(len(kept), dtype=torch.long)
-        if self.itm:
+        if self.itm and self.negative_mode == "hard":
+            rows, candidates = self.hard_candidates_of(kept, rng)
+            matched[rows] = 0
+            batch["itm_labels"] = matched
+            batch["itm_hard_rows"] = torch.tensor(rows, dtype=torch.long)
+            batch["itm_hard_candidates"] = torch.tensor(candidates, dtype=torch.long).reshape(
+                len(rows), self.hard_candidates
+            )
+        elif self.itm and self.negative_mode == "dataset":
+            keys = self._keys(kept)
+            for b in range(len(kept)):
+                if rng.random() < self.itm_negative_ratio:
+                    image = self._from_dataset(keys[b], rng)
+                    if image is not None:
+                        images[b], matched[b] = image, 0
+            batch["itm_labels"] = matched
+        elif self.itm:
             swaps = self.negatives(kept, rng)
             images = [
                 images[k] if k is not None else im for im, k in zip(images, swaps, strict=True)
@@ -222,7 +307,11 @@ class PretrainingCollator(_TextImageCollator):
 
     def word_ids(self, b: int, input_ids: torch.Tensor) -> list[int | None]:
         """Word ids of text ``b`` of the last encoded batch, from the tokenizer when it
-        reports them, else from the WordPiece "##" continuation marks."""
+        reports them, else from the WordPiece "##" continuation marks; without
+        ``whole_word``, each token its own word."""
+        if not self.whole_word:
+            special = self._special_ids()
+            return [None if int(t) in special else n for n, t in enumerate(input_ids.tolist())]
         enc = self._last_encoding
         if hasattr(enc, "word_ids"):
             return list(enc.word_ids(b))

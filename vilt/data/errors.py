@@ -95,13 +95,14 @@ class SkipCounter:
         self._counts.share_memory_()
         self._logged: dict[str, int] = {}
 
-    def add(self, reason: str, message: str = "") -> None:
-        """Count one skipped record; the first few of each reason are logged with ``message``."""
+    def add(self, reason: str, message: str = "", count: int = 1) -> None:
+        """Count ``count`` skipped records (e.g. every caption of a missing image); the first
+        few of each reason are logged with ``message``."""
         if reason not in SKIP_REASONS:
             reason = "bad_record"
         info = torch.utils.data.get_worker_info()
         row = 0 if info is None else 1 + info.id % _MAX_WORKERS
-        self._counts[row, SKIP_REASONS.index(reason)] += 1
+        self._counts[row, SKIP_REASONS.index(reason)] += count
         seen = self._logged.get(reason, 0)
         if seen < _LOGGED_PER_REASON:
             self._logged[reason] = seen + 1

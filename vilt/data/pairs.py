@@ -6,11 +6,17 @@ Sources (``load_pairs``):
   test images;
 - a COCO-captions JSON ({"images": [{"id", "file_name"}], "annotations": [{"image_id",
   "caption"}]}), images under ``image_dir`` (default: the JSON's directory);
+- Visual Genome's region_descriptions.json, SBU Captions' JSON and Conceptual Captions'
+  TSV, with their images downloaded beside them (:mod:`vilt.data.corpora`: an absent or
+  unreadable image is a counted skip);
+- a mixture file ({"sources": [{"data", "weight", ...}]}): several sources mixed with
+  weights (:mod:`vilt.data.mixture`);
 - a JSONL file ({"image": path, "caption": text} a line) or a CSV file with image and
   caption columns (also accepted: image_path/file_name/filepath, text); relative paths are
   relative to the file;
 - otherwise a ``datasets`` source with an image column and a caption/text column (a list
-  of captions makes one pair each).
+  of captions makes one pair each; webdataset shards' jpg/txt too), streamed with
+  ``streaming=True``.
 Items are {"pixel_values", "text", "meta": {"image_id", "index"}}; ITM negatives and MLM
 masks are made per batch by :class:`vilt.data.collate.PretrainingCollator`.
 """
@@ -33,6 +39,7 @@ import datasets
 from ..textfiles import TextFileError, read_text
 from . import fields
 from .base import ImageRecord, RecordDataset
+from .corpora import corpus_records, is_conceptual_captions, json_layout
 from .errors import DataError, SkipCounter, read_json, skip_or_raise
 from .hub import RowImage, find_column, open_hf, undecoded
 from .streaming import StreamingDataset
@@ -40,7 +47,7 @@ from .streaming import StreamingDataset
 __all__ = ["PairRecord", "PairsDataset", "easy_vqa_captions", "load_pairs"]
 
 _IMAGE_KEYS = ("image", "image_path", "file_name", "filepath", "path")
-_CAPTION_KEYS = ("caption", "text", "captions", "sentence")
+_CAPTION_KEYS = ("caption", "text", "captions", "sentence", "txt")  # txt: webdataset shards
 
 
 @dataclass
@@ -75,8 +82,8 @@ class PairsDataset(RecordDataset):
 
 # ---- easy-VQA facts -> captions ----------------------------------------------------------
 
-_COLORS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
-_SHAPES = ("circle", "rectangle", "triangle")
+COLORS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
+SHAPES = ("circle", "rectangle", "triangle")
 
 
 def _facts(question: str, answer: str) -> dict[str, str]:
@@ -94,9 +101,9 @@ def _facts(question: str, answer: str) -> dict[str, str]:
         words = [*words, answer]
     facts: dict[str, str] = {}
     for w in words:
-        if w in _COLORS:
+        if w in COLORS:
             facts[prefix + "color"] = w
-        elif w in _SHAPES:
+        elif w in SHAPES:
             facts[prefix + "shape"] = w
     return facts
 
@@ -127,8 +134,9 @@ def easy_vqa_captions(
     return absent
 
 
-def load_easy_vqa_pairs(split: str = "train") -> list[PairRecord]:
-    """Pairs for easy-VQA's train or (held-out) test images, ~5 captions an image."""
+def easy_vqa_facts(split: str = "train") -> tuple[dict[int, dict[str, str]], dict[int, str]]:
+    """What easy-VQA's questions state about each image of ``split`` (``color``, ``shape``,
+    ``no color``, ``no shape``), and each image's path."""
     import easy_vqa
 
     if split == "train":
@@ -146,6 +154,12 @@ def load_easy_vqa_pairs(split: str = "train") -> list[PairRecord]:
     facts: dict[int, dict[str, str]] = {}
     for q, a, i in zip(questions, answers, ids, strict=True):
         facts.setdefault(i, {}).update(_facts(q, a))
+    return facts, paths
+
+
+def load_easy_vqa_pairs(split: str = "train") -> list[PairRecord]:
+    """Pairs for easy-VQA's train or (held-out) test images, ~5 captions an image."""
+    facts, paths = easy_vqa_facts(split)
     records = []
     for image_id in sorted(facts):
         f = facts[image_id]
@@ -167,7 +181,14 @@ def load_coco_captions(
 ) -> list[PairRecord]:  # fmt: skip
     """COCO-captions JSON: each annotation's caption paired with its image's file."""
     path = Path(path)
-    data = read_json(path)
+    return coco_records(read_json(path), path, image_dir=image_dir, skips=skips)
+
+
+def coco_records(
+    data: Any, path: Path, *, image_dir: str | os.PathLike | None = None,
+    skips: SkipCounter | None = None,
+) -> list[PairRecord]:  # fmt: skip
+    """The pairs of a COCO-captions JSON already parsed from ``path``."""
     if (
         not isinstance(data, dict)
         or not isinstance(data.get("images"), list)
@@ -322,7 +343,24 @@ def load_pairs(
     if source is None or (isinstance(source, str) and source.lower() in ("easy-vqa", "easy_vqa")):
         records: Any = load_easy_vqa_pairs(split)
     elif suffix == ".json" and Path(source).is_file():
-        records = load_coco_captions(source, image_dir=image_dir, skips=skips)
+        data = read_json(source)
+        layout = json_layout(data)
+        if layout == "mixture":
+            from .mixture import load_pair_mixture, read_mixture_file
+
+            return load_pair_mixture(
+                read_mixture_file(source), split=split, transform=transform,
+                cache_images=cache_images, max_pixels=max_pixels,
+            )  # fmt: skip
+        if layout == "coco":
+            records = coco_records(data, Path(source), image_dir=image_dir, skips=skips)
+        else:  # web and region corpora: an image that is absent is a counted skip
+            options["skips"] = skips = skips or SkipCounter()
+            records = corpus_records(layout, data, Path(source), image_dir=image_dir, skips=skips)
+    elif suffix == ".tsv" and is_conceptual_captions(source):
+        options["skips"] = skips = skips or SkipCounter()
+        records = corpus_records("conceptual-captions", None, Path(source), image_dir=image_dir,
+                                 skips=skips)  # fmt: skip
     elif suffix in (".jsonl", ".ndjson", ".csv", ".tsv"):
         records = load_pair_file(source, skips=skips)
     else:

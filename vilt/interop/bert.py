@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,8 +25,7 @@ _NAMES = {
 }
 
 
-def read_bert_text_embeddings(path_or_name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(config dict, text-embedding tensors in vilt's names) of a BERT checkpoint."""
+def _bert_directory(path_or_name: str) -> tuple[Path, dict[str, Any]]:
     local = resolve(path_or_name)
     if local is None or not (local / CONFIG_NAME).is_file():
         raise CheckpointError(f"{path_or_name}: not a BERT checkpoint directory or hub name")
@@ -40,6 +40,18 @@ def read_bert_text_embeddings(path_or_name: str) -> tuple[dict[str, Any], dict[s
         raise CheckpointError(
             f"{path_or_name}: holds a {kind!r} model, not a BERT (model_type 'bert')"
         )
+    return local, config
+
+
+def read_bert_config(path_or_name: str) -> dict[str, Any]:
+    """The config.json of a BERT checkpoint (no weights read): what a job needs to size a
+    ViLT before building it."""
+    return _bert_directory(path_or_name)[1]
+
+
+def read_bert_text_embeddings(path_or_name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(config dict, text-embedding tensors in vilt's names) of a BERT checkpoint."""
+    local, config = _bert_directory(path_or_name)
     weights = read_weights(local)
     state = {}
     for prefix in ("embeddings.", "bert.embeddings."):

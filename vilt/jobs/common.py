@@ -4,9 +4,11 @@ the printed summary).
 
 Flags: ``--recipe-preset``, ``--data``, ``--cache-images``, ``--preset``, ``--image-size``,
 ``--patch-size``, ``--init``, ``--eval-only``, ``--max-train-examples``,
-``--max-eval-examples``, plus one flag per :class:`TrainingConfig` field (``--epochs``,
-``--max-steps``, ``--batch-size``, ``--lr``, ``--seed``, ``--output-dir``, ``--resume``,
-``--mixed-precision``, ``--num-workers``, ...). A value that cannot work (an unknown preset,
+``--max-eval-examples``, ``--global-batch-size``, plus one flag per :class:`TrainingConfig`
+field (``--epochs``, ``--max-steps``, ``--batch-size``, ``--lr``, ``--seed``,
+``--output-dir``, ``--resume``, ``--mixed-precision``, ``--num-workers``, ...); for a ViLT
+job also ``--init-vision``, ``--init-text`` and ``--max-text-length``
+(:func:`vilt.jobs.models.add_vilt_start_flags`). A value that cannot work (an unknown preset,
 a negative count) stops the job with one ``error:`` line from argparse, before any data is
 read.
 
@@ -19,8 +21,6 @@ and records it in results.json.
 from __future__ import annotations
 
 import argparse
-import csv
-import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,13 +30,15 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ..config import PRESETS, ConfigError, get_preset, to_pair
+from ..config import PRESETS, ConfigError, ViltConfig, get_preset, to_pair
 from ..training import TrainingConfig, evaluate, make_loader, metrics_for
 from ..training.accel import build_accelerator, process_state
 from ..training.records import write_json_atomic
 from .augment import check_shifts
+from .models import add_vilt_start_flags, check_vilt_start
 from .parser import OneLineParser
 from .presets import apply_recipe_preset, note_overrides
+from .summary import percent, summary, write_curves
 
 __all__ = [
     "Job",
@@ -44,6 +46,7 @@ __all__ = [
     "job_parser",
     "limit",
     "parse_job_args",
+    "percent",
     "positive_int",
 ]
 
@@ -93,12 +96,14 @@ def job_parser(
     data_help: str,
     lr: tuple[float, float],
     head_lr_multiplier: tuple[float, float] = (1.0, 10.0),
+    data_many: bool = False,
     **training_defaults: Any,
 ) -> argparse.ArgumentParser:
     """A parser with the common flags; ``training_defaults`` are the job's own
     :class:`TrainingConfig` defaults (output_dir, epochs, batch_size, ...). ``lr`` and
     ``head_lr_multiplier`` are (from scratch, from ``--init``) pairs: a new model trains
-    every weight at one rate, a checkpoint's new head learns faster than its backbone."""
+    every weight at one rate, a checkpoint's new head learns faster than its backbone.
+    ``data_many``: ``--data`` may be given several times (a list, or None)."""
     parser = OneLineParser(
         prog=prog,
         description=description,
@@ -114,7 +119,13 @@ def job_parser(
     # set by the recipe scripts: their data set's preset, applied when --data is its data
     parser.add_argument("--default-recipe-preset", metavar="FILE", help=argparse.SUPPRESS)
     data = parser.add_argument_group("data")
-    data.add_argument("--data", default=None, metavar="SOURCE", help=data_help)
+    data.add_argument(
+        "--data",
+        default=None,
+        metavar="SOURCE",
+        help=data_help,
+        action="append" if data_many else "store",
+    )
     data.add_argument(
         "--cache-images",
         action=argparse.BooleanOptionalAction,
@@ -150,9 +161,18 @@ def job_parser(
         action="store_true",
         help="evaluate the model in --init (else the one in --output-dir) without training",
     )
+    if preset in PRESETS and PRESETS[preset][0] is ViltConfig:
+        add_vilt_start_flags(model)
     training = parser.add_argument_group("training")
     TrainingConfig.add_arguments(
         training, tensorboard=False, lr=None, head_lr_multiplier=None, **training_defaults
+    )
+    training.add_argument(
+        "--global-batch-size",
+        type=positive_int,
+        metavar="N",
+        help="examples per optimizer step over every process: sets --grad-accum-steps to N / "
+        "(processes x --batch-size), which must divide (the ViLT paper's is 4,096)",
     )
     for action in training._group_actions:
         if action.dest in TRAINING_HELP:
@@ -188,11 +208,13 @@ def parse_job_args(
     for name, choices in args._rate_choices.items():
         if getattr(args, name) is None:
             setattr(args, name, choices[args.init is not None])
-    if resolve is not None:
-        try:
+    try:
+        if family is ViltConfig:
+            check_vilt_start(args)
+        if resolve is not None:
             resolve(args)
-        except ValueError as err:
-            parser.error(str(err))
+    except ValueError as err:
+        parser.error(str(err))
     if args.preset not in PRESETS or PRESETS[args.preset][0] is not family:
         known = sorted(k for k, (cls, _) in PRESETS.items() if cls is family)
         parser.error(f"--preset {args.preset!r} is not a {family.__name__} preset; known: {known}")
@@ -200,16 +222,44 @@ def parse_job_args(
         parser.error("--patch-size cannot change the patch size of an --init checkpoint")
     if not args.eval_only:
         try:
+            _global_batch(args)
             config = get_preset(args.preset, **_sizes(args))
             TrainingConfig.from_args(args)
         except (ConfigError, ValueError) as err:
             parser.error(str(err))
-        if args.init is None:  # an --init checkpoint's size is known once it is read
+        if args.init is None and getattr(args, "init_vision", None) is None:  # else once read
             try:
                 check_shifts(args, min(to_pair(config.image_size)))
             except ValueError as err:
                 parser.error(str(err))
     return args
+
+
+def _global_batch(args: argparse.Namespace) -> None:
+    """``--global-batch-size``: the accumulation that reaches it with this many processes,
+    and the line that says so (printed at the job's start)."""
+    args._batch_message = ""
+    if args.global_batch_size is None:
+        return
+    processes = process_state().num_processes
+    per_pass = processes * args.batch_size
+    accum, left = divmod(args.global_batch_size, per_pass)
+    if left or not accum:
+        raise ValueError(
+            f"--global-batch-size {args.global_batch_size:,} is not a multiple of {processes} "
+            f"process(es) x --batch-size {args.batch_size} = {per_pass:,}"
+        )
+    if args.grad_accum_steps not in (1, accum):
+        raise ValueError(
+            f"--grad-accum-steps {args.grad_accum_steps} contradicts --global-batch-size "
+            f"{args.global_batch_size:,} ({processes} process(es) x {args.batch_size} needs "
+            f"{accum}); give one of them"
+        )
+    args.grad_accum_steps = accum
+    args._batch_message = (
+        f"global batch {args.global_batch_size:,} = {processes} process(es) x "
+        f"{args.batch_size} per process x {accum} accumulation step(s)"
+    )
 
 
 def _sizes(args: argparse.Namespace) -> dict[str, int]:
@@ -255,16 +305,28 @@ class Job:
         self.start = time.perf_counter()
         self.state = process_state()
         self.is_main = self.state.is_main_process
+        self.model_start: dict[str, Any] | None = None  # a ViLT job's ViltStart.record
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         if getattr(args, "_recipe_message", ""):
             self.say(args._recipe_message)
+        if getattr(args, "_batch_message", ""):
+            self.say(args._batch_message)
 
     def say(self, message: str) -> None:
         if self.is_main:
             print(message, flush=True)
 
     def training_config(self, **extra: Any) -> TrainingConfig:
+        """The run's TrainingConfig from the flags; ``extra`` is recorded in it."""
+        ignored = [
+            f"--{name.replace('_', '-')}"
+            for name in ("init_vision", "init_text", "max_text_length")
+            if getattr(self.args, name, None) is not None
+        ]
+        if ignored and self.model_start is None and not self.args.eval_only:
+            # a job that builds its ViLT without models.ViltStart would drop these silently
+            raise ValueError(f"{self.task}: this job does not honour {', '.join(ignored)} yet")
         return TrainingConfig.from_args(self.args, task=self.task, **extra)
 
     def model_dir(self) -> str:
@@ -312,11 +374,16 @@ class Job:
     ) -> dict[str, Any]:
         """Write results.json (the trainer's results, the job's extras and the total wall
         time), the PNG curves of ``metrics.csv``, and print the summary; main process only."""
+        config = results.get("config") or {}
+        if not self.args.eval_only:  # examples per optimizer step, over every process
+            batch = config.get("batch_size", 0) * config.get("grad_accum_steps", 1)
+            results = {**results, "global_batch_size": results.get("world_size", 1) * batch}
         results = {
             **results,
             "task": self.task,
             "eval_only": bool(self.args.eval_only),
             "recipe_preset": getattr(self.args, "_recipe_record", None),
+            **({"start": self.model_start} if self.model_start is not None else {}),
             "total_time_s": round(time.perf_counter() - self.start, 3),
             **extra,
         }
@@ -338,44 +405,3 @@ class Job:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             self.state.wait_for_everyone()
             torch.distributed.destroy_process_group()
-
-
-def write_curves(out: Path, metric_keys: Sequence[str]) -> list[str]:
-    """loss.png (training and evaluation loss) and metrics.png (the eval metrics) from
-    ``out/metrics.csv``, for the columns it holds."""
-    from ..viz import plot_training_curves
-
-    with open(out / "metrics.csv", newline="", encoding="utf-8") as handle:
-        present = set(next(csv.reader(handle), []))
-    written = []
-    for name, keys in (("loss.png", ("loss", "eval_loss")), ("metrics.png", metric_keys)):
-        keys = [k for k in keys if k in present]
-        if keys:
-            plot_training_curves(out / "metrics.csv", out / name, keys=keys)
-            written.append(name)
-    return written
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
-
-
-def summary(results: Mapping[str, Any], *, headline: str, out: Path, written: Sequence[str]) -> str:
-    """The lines a job prints at the end: the headline metric, then how the run went."""
-    parts = []
-    if results.get("steps"):
-        parts.append(f"{results['steps']:,} steps ({results.get('epochs', 0):g} epochs)")
-    parts.append(f"total {_duration(results['total_time_s'])}")
-    if results.get("steps") and results.get("session_time_s"):
-        rate = results.get("samples_seen", 0) / max(results["wall_time_s"], 1e-9)
-        parts.append(f"training {_duration(results['wall_time_s'])}, {rate:,.0f} samples/s")
-    parts.append(f"{results.get('world_size', 1)} process(es) on {results.get('device', '?')}")
-    params = results.get("num_parameters")
-    if params:
-        parts.append(f"{params / 1e6:.2f}M parameters")
-    return "\n".join([headline, " | ".join(parts), f"wrote to {out}: {', '.join(written)}"])
-
-
-def percent(value: float | None) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}%"

@@ -3,9 +3,15 @@
 it, saved beside the model so that ``ViltProcessor.from_pretrained(output_dir)`` and
 ``vilt predict output_dir`` work on the result.
 
-ViLT text: a resumed run reuses the tokenizer it saved; an ``--init`` checkpoint brings its
-own when it has one; otherwise a WordPiece vocabulary is trained on the training texts
-(seconds, deterministic, so every process of a distributed run gets the same ids).
+Every ViLT job starts its model through :class:`ViltStart`, which honours the ViLT flags
+that :func:`add_vilt_start_flags` adds: ``--init-vision SOURCE`` (a ViT checkpoint: the
+paper's start), ``--init-text BERT`` (BERT's text embeddings and tokenizer beside it) and
+``--max-text-length N`` (the text positions, which the processor follows).
+
+ViLT text: a resumed run reuses the tokenizer it saved; ``--init-text`` brings BERT's; an
+``--init`` checkpoint brings its own when it has one; otherwise a WordPiece vocabulary is
+trained on the training texts (seconds, deterministic, so every process of a distributed run
+gets the same ids).
 """
 
 from __future__ import annotations
@@ -17,13 +23,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import interop  # noqa: F401  (registers the transformers checkpoint reader)
-from ..config import get_preset
-from ..modeling import PreTrainedModel
-from ..modeling.pretrained import Checkpoint, read_checkpoint
+from ..config import ViltConfig, get_preset, to_pair
+from ..interop.bert import read_bert_config
+from ..modeling import PreTrainedModel, ViTModel
+from ..modeling.from_vit import vilt_config_from_vit
+from ..modeling.pretrained import Checkpoint, CheckpointError, read_checkpoint
 from ..processing import ImageProcessor, Tokenizer, ViltProcessor, train_tokenizer
 from ..training import latest_checkpoint
 
 __all__ = [
+    "ViltStart",
+    "add_vilt_start_flags",
+    "check_vilt_start",
     "check_vocab",
     "from_init",
     "has_image_processor",
@@ -103,3 +114,161 @@ def check_vocab(processor: ViltProcessor, config: Any, source: str) -> None:
         processor.check_model(config, source)
     except ValueError as err:
         raise ValueError(f"{err} (--vocab-size sets the size of a trained vocabulary)") from None
+
+
+# ---- where a ViLT job's model starts ------------------------------------------------------
+
+
+def add_vilt_start_flags(group: Any) -> None:
+    """``--init-vision``, ``--init-text`` and ``--max-text-length``: every ViLT job's (added
+    by ``common.job_parser`` for a ViLT preset; honoured by :class:`ViltStart`)."""
+    group.add_argument(
+        "--init-vision",
+        metavar="SOURCE",
+        help="start from a ViT instead (the ViLT paper's start): a vilt or transformers ViT "
+        "checkpoint, directory or hub name (e.g. google/vit-base-patch32-384); its patch "
+        "projection, positions, blocks and final norm are kept, the rest starts fresh",
+    )
+    group.add_argument(
+        "--init-text",
+        metavar="BERT_SOURCE",
+        help="with --init-vision: the text embeddings (word, position, token type, norm) and "
+        "the tokenizer of a transformers BERT checkpoint (e.g. bert-base-uncased)",
+    )
+    group.add_argument(
+        "--max-text-length",
+        type=_at_least_two,
+        metavar="N",
+        help="text positions: texts are kept up to N tokens ([CLS] and [SEP] included); a new "
+        "model gets N positions, an --init model's table is resized to N (default: the "
+        "preset's or the checkpoint's)",
+    )
+
+
+def _at_least_two(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2 ([CLS] and [SEP]), got {value}")
+    return value
+
+
+def check_vilt_start(args: argparse.Namespace) -> None:
+    """ValueError for ViLT start flags that cannot go together."""
+    if args.init is not None and args.init_vision is not None:
+        raise ValueError("--init and --init-vision are alternatives: start from one of them")
+    if args.init_text is not None and args.init_vision is None:
+        raise ValueError("--init-text needs --init-vision (BERT's text beside a ViT's vision)")
+    if args.init_vision is not None and args.patch_size is not None:
+        raise ValueError("--patch-size cannot change the patch size of an --init-vision ViT")
+    if args.eval_only and (args.init_vision or args.max_text_length):
+        raise ValueError("--eval-only evaluates a trained model: --init-vision and "
+                         "--max-text-length start a new one")  # fmt: skip
+
+
+class ViltStart:
+    """Where a ViLT job's model starts: the ``--preset`` from scratch, an ``--init``
+    checkpoint, or a ViT (``--init-vision``, with BERT's text from ``--init-text``); and the
+    text length (``--max-text-length``). Each source is read once, up front, so that its
+    sizes decide the image processor and the processor's ``max_length`` before any data is
+    read.
+
+    Args:
+        args: the job's parsed flags.
+        model_cls: the ViLT class the job trains (an --init checkpoint is read for it).
+    """
+
+    def __init__(self, args: argparse.Namespace, model_cls: type) -> None:
+        self.args = args
+        self.init: Checkpoint | None = None
+        self.vit: Checkpoint | None = None
+        self.text_config: dict[str, Any] | None = None
+        length = args.max_text_length
+        if args.init is not None:
+            self.init = read_init(args.init, model_cls)
+            base = ViltConfig.from_dict(self.init.config)
+        elif args.init_vision is not None:
+            self.vit = read_checkpoint(args.init_vision, ViTModel)
+            if self.vit.config.get("model_type") != "vit":
+                raise CheckpointError(
+                    f"--init-vision {args.init_vision}: holds a "
+                    f"{self.vit.config.get('model_type')!r} model, not a ViT"
+                )
+            if args.init_text is not None:
+                self.text_config = read_bert_config(args.init_text)
+            base = vilt_config_from_vit(
+                self.vit.config, self.text_config, source=args.init_vision, **self._sizes()
+            )
+        else:
+            base = scratch_config(args, **self._sizes())
+        self.config: ViltConfig = base
+        self.max_length: int = length or base.max_position_embeddings
+
+    def _sizes(self) -> dict[str, Any]:
+        """The ViLT fields the flags set on a new model."""
+        out: dict[str, Any] = {}
+        if self.args.max_text_length:
+            out["max_position_embeddings"] = self.args.max_text_length
+        if self.args.init_vision is not None and self.args.image_size:
+            out["image_size"] = self.args.image_size
+        return out
+
+    @property
+    def kind(self) -> str:
+        """ "init", "vision" or "scratch"."""
+        return "init" if self.init else "vision" if self.vit else "scratch"
+
+    def image_processor(self) -> ImageProcessor:
+        """ViLT's image pipeline at ``--image-size`` (else the model's), in patch multiples."""
+        size = self.args.image_size or min(to_pair(self.config.image_size))
+        return image_processor(size, max(to_pair(self.config.patch_size)))
+
+    def tokenizer(self, texts: Iterable[str], vocab_size: int) -> Tokenizer:
+        """BERT's (``--init-text``), the ``--init`` checkpoint's when it has one, else a
+        WordPiece vocabulary of ``vocab_size`` trained on ``texts``."""
+        if self.args.init_text is not None:
+            return Tokenizer.from_pretrained(self.args.init_text)
+        return run_tokenizer(self.args.init, texts, vocab_size)
+
+    def processor(self, images: ImageProcessor, tokenizer: Tokenizer) -> ViltProcessor:
+        """The processor: texts kept up to the model's text positions."""
+        return ViltProcessor(images, tokenizer, max_length=self.max_length)
+
+    def build(self, model_cls: type[M], processor: ViltProcessor, **fields: Any) -> M:
+        """The model, ``fields`` (labels, pooled_only, wpa_weight, ...) set, its vocabulary
+        checked against the processor's."""
+        vocab = {"vocab_size": processor.tokenizer.vocab_size}
+        if self.init is not None:
+            model = from_init(model_cls, self.init, **fields)
+            if self.args.max_text_length:
+                model.resize_text_positions(self.args.max_text_length)
+        elif self.vit is not None:
+            text = self.args.init_text
+            model = model_cls.from_vit(
+                self.vit, text=text, **self._sizes(), **({} if text else vocab), **fields
+            )
+        else:
+            model = model_cls(scratch_config(self.args, **self._sizes(), **vocab, **fields))
+        check_vocab(processor, model.config, self.describe())
+        return model
+
+    def describe(self) -> str:
+        """How the job names its starting point."""
+        if self.init is not None:
+            return str(self.args.init)
+        if self.vit is not None:
+            text = f" with BERT text {self.args.init_text}" if self.args.init_text else ""
+            return f"ViT {self.args.init_vision}{text}"
+        return f"preset {self.args.preset}"
+
+    def record(self, model: Any) -> dict[str, Any]:
+        """What results.json keeps of it (``start``)."""
+        return {
+            "kind": self.kind,
+            "init": self.args.init,
+            "init_vision": self.args.init_vision,
+            "init_text": self.args.init_text,
+            "text_positions": model.config.max_position_embeddings,
+        }

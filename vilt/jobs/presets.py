@@ -57,8 +57,11 @@ class RecipePreset:
     for_data: tuple[str, ...] = ()
     notes: Mapping[str, str] = field(default_factory=dict)
 
-    def made_for(self, data: str | None) -> bool:
-        """Whether ``--data`` (None: the job's default source) is data this preset is for."""
+    def made_for(self, data: str | list[str] | None) -> bool:
+        """Whether ``--data`` (None: the job's default source; a list: each of several) is
+        data this preset is for."""
+        if isinstance(data, list):
+            return all(self.made_for(d) for d in data)
         return data is None or _data_key(data) in {_data_key(d) for d in self.for_data}
 
 
@@ -157,7 +160,8 @@ def apply_recipe_preset(
     if chosen is None and not preset.made_for(first.data):
         return None, (
             f"recipe preset {preset.name} not applied: it is for --data "
-            f"{', '.join(preset.for_data) or '(the default)'}, not {first.data} "
+            f"{', '.join(preset.for_data) or '(the default)'}, not "
+            f"{' '.join(first.data) if isinstance(first.data, list) else first.data} "
             f"(--recipe-preset {preset.name} applies it anyway)"
         )
     parser.set_defaults(**preset_defaults(parser, preset))

@@ -37,6 +37,7 @@ EXAMPLES = """examples:
   vilt train-vit --recipe-preset recipes/presets/digits.json  # the same through vilt
   vilt train-vit --data path/to/imagefolder --image-size 64 --patch-size 8 --epochs 20
   vilt train-vit --data cifar10 --init google/vit-base-patch16-224 --image-size 224
+  python recipes/train_vit.py --data easy-vqa --recipe-preset easy-vqa-shapes  # ViLT's ViT
   vilt train-vit --eval-only --init runs/vit             # evaluate a saved model
   torchrun --nproc_per_node 2 recipes/train_vit.py --output-dir runs/vit-ddp
 """
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train-vit applies one only with --recipe-preset.",
         EXAMPLES,
         preset=DEFAULT_PRESET,
-        data_help="default: scikit-learn digits; a hub name, imagefolder or datasets directory",
+        data_help="default: scikit-learn digits; easy-vqa (colour and shape classes); a hub "
+        "name, imagefolder or datasets directory",
         output_dir="runs/vit",
         epochs=60,
         batch_size=64,
@@ -130,6 +132,8 @@ def _train(job: Job) -> int:
         model = models.from_init(ViTForImageClassification, init, **labels)
     else:
         model = ViTForImageClassification(models.scratch_config(args, **labels))
+    for note in getattr(train, "notes", ()):
+        job.say(note)
     train = limit(train, args.max_train_examples, shuffle=True, seed=args.seed)
     job.say(
         f"image classification on {args.data or 'digits'}: {len(train):,} training and "

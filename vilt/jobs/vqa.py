@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from ..config import ViltConfig, to_pair
+from ..config import ViltConfig
 from ..data import AnswerVocab, VQACollator, vqa_accuracy
 from ..modeling import ViltForQuestionAnswering
 from ..processing import ViltProcessor
@@ -43,6 +43,7 @@ EXAMPLES = """examples:
   vilt vqa --output-dir runs/vqa-plain                   # generic defaults: no preset
   vilt vqa --init runs/pretrain --lr 1e-3 --head-lr-multiplier 1  # from a small pretraining run
   vilt vqa --init dandelin/vilt-b32-mlm --image-size 384 # a transformers checkpoint
+  vilt vqa --init-vision runs/vit-shapes --lr 1e-3       # from a ViT (the ViLT paper's start)
   vilt vqa --data /data/vqav2 --init dandelin/vilt-b32-mlm --image-size 384 --batch-size 32
   vilt vqa --eval-only --init runs/vqa                   # evaluate a saved model
   vilt vqa --eval-only --init runs/vqa --data /data/vqav2 --eval-split test-dev
@@ -171,17 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _train(job: Job) -> int:
     args = job.args
     set_seed(args.seed)
-    init = models.read_init(args.init, ViltForQuestionAnswering) if args.init else None
+    start = models.ViltStart(args, ViltForQuestionAnswering)
     processor = models.resumed_processor(job.out, args.resume)
-    base = ViltConfig.from_dict(init.config) if init else models.scratch_config(args)
-    if processor is None:
-        size = args.image_size or min(to_pair(base.image_size))
-        image_processor = models.image_processor(size, max(to_pair(base.patch_size)))
-    else:
-        image_processor = processor.image_processor
+    image_processor = processor.image_processor if processor else start.image_processor()
     check_shifts(args, image_processor.size)
     transform = partial(image_processor.preprocess_one, normalize=False)
-    vocab = _init_vocab(init)
+    vocab = _init_vocab(start.init)
     train = load_split(
         args, args.train_split, vocab=vocab, transform=transform,
         max_examples=args.max_train_examples, shuffle=True,
@@ -191,18 +187,12 @@ def _train(job: Job) -> int:
         max_examples=args.max_eval_examples, shuffle=False,
     )  # fmt: skip
     if processor is None:
-        tokenizer = models.run_tokenizer(args.init, train.questions, args.vocab_size)
-        processor = ViltProcessor(
-            image_processor, tokenizer, max_length=base.max_position_embeddings
-        )
+        tokenizer = start.tokenizer(train.questions, args.vocab_size)
+        processor = start.processor(image_processor, tokenizer)
     # the answer head reads the pooled [CLS] state alone: the last block computes nothing else
     fields = {"id2label": train.vocab.id2label, "num_labels": len(train.vocab), "pooled_only": True}
-    if init is not None:
-        model = models.from_init(ViltForQuestionAnswering, init, **fields)
-    else:
-        config = models.scratch_config(args, vocab_size=processor.tokenizer.vocab_size, **fields)
-        model = ViltForQuestionAnswering(config)
-    models.check_vocab(processor, model.config, args.init or f"preset {args.preset}")
+    model = start.build(ViltForQuestionAnswering, processor, **fields)
+    job.model_start = start.record(model)
     collate = VQACollator(processor)
     job.say(
         f"VQA on {args.data or 'easy-vqa'}: {len(train.dataset):,} training and "
@@ -215,7 +205,7 @@ def _train(job: Job) -> int:
         train_dataset=balance_answers(train, args.balance_answers, args.balance_templates),
         eval_dataset=test.dataset if test.answered else None,
         collate_fn=_augment(collate, args),
-        eval_collate_fn=collate,
+        eval_collate_fn=VQACollator(processor),  # its own counts of texts cut
         processor=processor,  # saved with the model, as one set
     )
     results = trainer.train()

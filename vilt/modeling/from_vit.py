@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ViltConfig, to_pair
-from .pretrained import CheckpointError, CheckpointWarning, read_checkpoint
+from .pretrained import Checkpoint, CheckpointError, CheckpointWarning, read_checkpoint
 
 # ViT config fields its weights fix: a ViLT made from it must agree on each.
 FIXED_BY_VIT = (
@@ -74,8 +74,11 @@ def _vit_weights(source: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor], 
             )
         state = {k: v.detach().clone() for k, v in vit.state_dict().items()}
         return vit.config.to_dict(), state, type(source).__name__
-    name = os.fspath(source)
-    ckpt = read_checkpoint(name, ViTModel)
+    if isinstance(source, Checkpoint):  # read already (a job reads it once for its sizes)
+        ckpt, name = source, source.source
+    else:
+        name = os.fspath(source)
+        ckpt = read_checkpoint(name, ViTModel)
     if ckpt.config.get("model_type") != "vit":
         raise CheckpointError(
             f"{name}: holds a {ckpt.config.get('model_type')!r} model; from_vit needs a ViT"
@@ -110,18 +113,42 @@ def resample_positions(table: torch.Tensor, old: tuple[int, int], new: tuple[int
     return torch.cat([table[:, :1], grid], dim=1)
 
 
+def vilt_config_from_vit(
+    vit_config: dict[str, Any],
+    text_config: dict[str, Any] | None = None,
+    *,
+    source: str = "the ViT",
+    **overrides: Any,
+) -> ViltConfig:
+    """The config of a ViLT made ``from_vit``: the ViT's sizes, the BERT text checkpoint's
+    vocabulary (when given), then ``overrides``; an override the ViT's weights contradict is
+    an error.
+
+    Args:
+        vit_config: the ViT checkpoint's config (vilt's field names).
+        text_config: the BERT checkpoint's config.json, or None.
+        source: how to name the ViT in errors.
+        **overrides: ViltConfig fields.
+
+    Raises:
+        CheckpointError: an override contradicts the ViT.
+    """
+    _check_overrides(vit_config, overrides, source)
+    fields = {f: vit_config[f] for f in FIXED_BY_VIT + FOLLOWED_FROM_VIT if f in vit_config}
+    if text_config is not None:
+        fields.update({f: text_config[f] for f in FOLLOWED_FROM_TEXT if f in text_config})
+    return ViltConfig.from_dict(fields, **overrides)
+
+
 def build_from_vit(cls: type, source: Any, text: str | None, overrides: dict[str, Any]) -> Any:
     """The body of ``from_vit`` (see the module docstring)."""
     vit_config, vit_state, name = _vit_weights(source)
-    _check_overrides(vit_config, overrides, name)
-    fields = {f: vit_config[f] for f in FIXED_BY_VIT + FOLLOWED_FROM_VIT if f in vit_config}
-    text_state: dict[str, torch.Tensor] = {}
+    text_config, text_state = None, {}
     if text is not None:
         if not TEXT_READERS:
             raise CheckpointError("no BERT reader registered: import vilt (it registers one)")
         text_config, text_state = TEXT_READERS[0](os.fspath(text))
-        fields.update({f: text_config[f] for f in FOLLOWED_FROM_TEXT if f in text_config})
-    config = ViltConfig.from_dict(fields, **overrides)
+    config = vilt_config_from_vit(vit_config, text_config, source=name, **overrides)
     model = cls(config)
     prefix = "vilt." if getattr(cls, "base_model_prefix", "") == "vilt" else ""
     loaded: dict[str, torch.Tensor] = {}
@@ -223,8 +250,9 @@ class ViltStartingPoints:
         """A model of this class initialised from a ViT (the ViLT paper's starting point).
 
         Args:
-            source: a ViT checkpoint (vilt or transformers format; a directory or hub name)
-                or a ViTModel / ViTForImageClassification object.
+            source: a ViT checkpoint (vilt or transformers format; a directory or hub name,
+                or a ``Checkpoint`` already read with ``read_checkpoint``) or a ViTModel /
+                ViTForImageClassification object.
             text: optionally a BERT checkpoint (transformers' format) whose text embeddings
                 seed the text side; its tokenizer is the one to train with.
             **overrides: ViltConfig fields (num_labels, max_position_embeddings, image_size,

@@ -332,6 +332,30 @@ class ViltForPreTraining(_ViltWithHead):
             scores=itm_scores(itm_logits),
         )
 
+    def match_scores(
+        self,
+        *,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B,) the ITM head's log-odds that each pair matches, without the MLM head's work
+        (what hard-negative mining scores candidates with).
+
+        Args:
+            input_ids: (B, T) token ids.
+            pixel_values: (B, C, H, W) normalised images.
+            attention_mask: (B, T), 1 = real token.
+            token_type_ids: (B, T) segment ids (default 0).
+            pixel_mask: (B, H, W), 1 = real pixel.
+        """
+        out = self._encode(
+            input_ids, pixel_values, attention_mask, token_type_ids, pixel_mask, False, False
+        )
+        return itm_scores(self.itm_head(out.pooler_output))
+
     def _wpa_loss(
         self,
         out: EncoderOutput,

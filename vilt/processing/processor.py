@@ -11,6 +11,7 @@ from ..atomic import file_set
 from .files import read_image_processor_dict, read_json, resolve_directory
 from .image_processor import ImageProcessor
 from .tokenizer import _SANE_MAX_LENGTH, BatchEncoding, Tokenizer
+from .truncation import TruncationCounter
 
 __all__ = ["ViltProcessor"]
 
@@ -20,8 +21,15 @@ class ViltProcessor:
 
     Text is padded to the longest of the batch and always truncated at ``max_length`` (the
     model's max_position_embeddings, 40 for the public ViLT checkpoints), so long text
-    cannot overflow the position table. ``tokenizer`` may be a vilt :class:`Tokenizer` or
-    any transformers fast tokenizer (wrapped)."""
+    cannot overflow the position table; ``truncation`` (a :class:`TruncationCounter`) counts
+    the texts cut. ``tokenizer`` may be a vilt :class:`Tokenizer` or any transformers fast
+    tokenizer (wrapped).
+
+    Args:
+        image_processor: the image pipeline (default: ViLT's at 384).
+        tokenizer: the text tokenizer.
+        max_length: the longest text kept, in tokens: the model's max_position_embeddings.
+    """
 
     def __init__(
         self,
@@ -40,6 +48,7 @@ class ViltProcessor:
         self.image_processor = image_processor or ImageProcessor()
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
+        self.truncation = TruncationCounter()
 
     def __call__(
         self,
@@ -60,13 +69,12 @@ class ViltProcessor:
             raise ValueError(f"return_tensors must be 'pt', got {return_tensors!r}")
         out = BatchEncoding({}, [])
         if text is not None:
+            limit = max_length or self.max_length
             out = self.tokenizer(
-                text,
-                padding=padding,
-                truncation=truncation,
-                max_length=max_length or self.max_length,
-                return_tensors="pt",
+                text, padding=padding, truncation=truncation, max_length=limit, return_tensors="pt"
             )
+            if truncation:
+                self.truncation.add(out, limit)
         if images is not None:
             pixels = self.image_processor(images, return_tensors="pt")
             n_texts = 1 if isinstance(text, str) else len(text) if text is not None else None

@@ -201,8 +201,11 @@ class Tokenizer:
         return self._last.word_ids(batch_index)
 
     def tokenize(self, text: str) -> list[str]:
-        """The WordPiece tokens of ``text``, without [CLS]/[SEP]."""
-        return self.backend.encode(text, add_special_tokens=False).tokens
+        """The WordPiece tokens of ``text``, without [CLS]/[SEP], never cut: the backend
+        keeps the last call's truncation as state, which is reset here."""
+        with self._lock:
+            self._configure(None, None, 0)
+            return self.backend.encode(text, add_special_tokens=False).tokens
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
         return [self.backend.id_to_token(int(i)) or self.special_tokens["unk_token"] for i in ids]

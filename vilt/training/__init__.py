@@ -43,6 +43,7 @@ from .metrics import (
     top_k_accuracy,
     vqa_accuracy,
 )
+from .negatives import HardNegatives
 from .optim import build_optimizer, build_scheduler, lr_lambda, param_groups
 from .state import TrainState
 from .trainer import SIGTERM_EXIT_CODE, Trainer
@@ -50,6 +51,7 @@ from .trainer import SIGTERM_EXIT_CODE, Trainer
 __all__ = [
     "SIGTERM_EXIT_CODE",
     "EpochSampler",
+    "HardNegatives",
     "Metric",
     "TrainState",
     "Trainer",

@@ -1,6 +1,6 @@
 """What a run leaves behind besides checkpoints: ``metrics.csv`` (one row per logged step,
-flushed at each write), ``results.json`` (written atomically at the end) and the report of
-the records its data sets skipped."""
+flushed at each write), ``results.json`` (written atomically at the end), the report of the
+records its data sets skipped and of the texts its collators cut."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import torch
 
 from .. import atomic
 from ..data.errors import describe_skips
+from ..processing.truncation import TruncationCounter, describe_truncation
 
-__all__ = ["MetricsLog", "data_skips", "write_json_atomic"]
+__all__ = ["MetricsLog", "data_skips", "text_truncation", "write_json_atomic"]
 
 
 class MetricsLog:
@@ -101,4 +102,41 @@ def data_skips(accelerator: Any, **datasets: Any) -> dict[str, dict[str, int]]:
         if counts:
             out[name] = counts
             accelerator.print(f"{name} data: {describe_skips(counts)}")
+    return out
+
+
+def _truncation_counter(collate: Any) -> TruncationCounter | None:
+    """The counter of ``collate`` or of the collator it wraps (augmentations wrap one)."""
+    while collate is not None:
+        counter = getattr(collate, "truncation", None)
+        if isinstance(counter, TruncationCounter):
+            return counter
+        collate = getattr(collate, "collate", None)
+    return None
+
+
+def text_truncation(accelerator: Any, **collators: Any) -> dict[str, dict[str, int]]:
+    """The texts each collator encoded and cut at its ``max_length``, over all processes,
+    and one line on the main process (truncation is never silent). A collator serving two
+    names (training and evaluation) is reported once, as "train+eval". Every process must
+    call this (it reduces across them)."""
+
+    def all_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
+        return accelerator.reduce(tensor.to(accelerator.device), reduction=op)
+
+    names: dict[int, list[str]] = {}
+    counters: dict[int, TruncationCounter] = {}
+    for name, collate in collators.items():
+        counter = _truncation_counter(collate)
+        if counter is not None:
+            names.setdefault(id(counter), []).append(name)
+            counters[id(counter)] = counter
+    out: dict[str, dict[str, int]] = {}
+    for key, counter in counters.items():
+        counts = counter.counts(all_reduce if accelerator.num_processes > 1 else None)
+        if counts["texts"]:
+            out["+".join(names[key])] = counts
+    if out:
+        parts = [f"{name} {describe_truncation(c)}" for name, c in out.items()]
+        accelerator.print("text truncation: " + "; ".join(parts))
     return out

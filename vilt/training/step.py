@@ -9,7 +9,7 @@ its read points.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -37,7 +37,11 @@ class TrainStep:
         optimizer: the prepared optimizer.
         scheduler: the learning-rate schedule, stepped once per optimizer step.
         config: the run's TrainingConfig (``on_nonfinite``, ``max_grad_norm``).
-        window: where the step's figures go."""
+        window: where the step's figures go.
+        prepare_inputs: ``prepare_inputs(bare_model, inputs) -> inputs``, run on the device
+            before the forward, under the run's autocast (e.g.
+            :class:`~vilt.training.negatives.HardNegatives`); it must read nothing on the
+            host."""
 
     def __init__(
         self,
@@ -47,9 +51,12 @@ class TrainStep:
         scheduler: Any,
         config: TrainingConfig,
         window: StepWindow,
+        prepare_inputs: Callable[[torch.nn.Module, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.accelerator, self.model, self.optimizer = accelerator, model, optimizer
         self.scheduler, self.config, self.window = scheduler, config, window
+        self.prepare_inputs = prepare_inputs
+        self.bare = accelerator.unwrap_model(model) if prepare_inputs is not None else None
         self.inner = getattr(optimizer, "optimizer", optimizer)
         scaler = getattr(accelerator, "scaler", None)  # fp16: it skips overflows itself
         skip = config.on_nonfinite == "skip"
@@ -73,6 +80,9 @@ class TrainStep:
                 loss = guards.stand_in_loss(self.ddp)
             else:
                 inputs, _ = split_batch(batch)
+                if self.prepare_inputs is not None:
+                    with acc.autocast():
+                        inputs = self.prepare_inputs(self.bare, inputs)
                 output = model(**inputs)
                 loss = getattr(output, "loss", None)
                 if loss is None:

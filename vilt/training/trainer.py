@@ -52,7 +52,7 @@ from .loaders import make_loader
 from .metrics import Metric, metrics_for
 from .optim import build_optimizer, build_scheduler
 from .progress import StepWindow
-from .records import MetricsLog, data_skips, write_json_atomic
+from .records import MetricsLog, data_skips, text_truncation, write_json_atomic
 from .resume import changed_settings, find_resume, settings_applied
 from .state import TrainState
 from .step import TrainStep
@@ -78,6 +78,8 @@ class Trainer:
     ``processor``: saved with the final model (``save_pretrained(output_dir,
     processor=...)``), as one set of files: the output directory never pairs the new model
     with another processor; and into each checkpoint, for a resumed run to read back.
+    ``prepare_inputs``: ``prepare_inputs(model, inputs) -> inputs`` in each training step,
+    on the device, before the forward (e.g. :class:`~vilt.training.HardNegatives`).
 
     The host reads the step's figures only at read points (every ``log_every`` steps,
     before saving, at the end); see the module docstring for what that means for
@@ -96,6 +98,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         accelerator: Accelerator | None = None,
         processor: Any = None,
+        prepare_inputs: Callable[[torch.nn.Module, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
         self.processor = processor
@@ -114,6 +117,7 @@ class Trainer:
         self.metrics = dict(metrics_for(model) if metrics is None else metrics)
         self.callbacks = list(callbacks)
         self.collate_fn = collate_fn
+        self._eval_collate = None if eval_dataset is None else eval_collate_fn or collate_fn
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self._loader_gen = torch.Generator()
@@ -147,7 +151,7 @@ class Trainer:
         self._session_start = time.perf_counter()
         self._window = StepWindow(check_grad_norm=getattr(self.accelerator, "scaler", None) is None)
         self._step = TrainStep(
-            acc, self.model, self.optimizer, self.scheduler, config, self._window
+            acc, self.model, self.optimizer, self.scheduler, config, self._window, prepare_inputs
         )
 
     # -- setup ----------------------------------------------------------------------------------
@@ -452,6 +456,7 @@ class Trainer:
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
             "resume_changes": self.resume_changes,
             "data_skips": data_skips(acc, train=self.train_dataset, eval=self.eval_dataset),
+            "text_truncation": text_truncation(acc, train=self.collate_fn, eval=self._eval_collate),
             "config": cfg.to_dict(),
         }
         if self._window.last_logged_loss is None and self.state.global_step:
