@@ -17,6 +17,7 @@ MODELS = [
     (vilt.ViltModel, VILT),
     (vilt.ViltForQuestionAnswering, VILT),
     (vilt.ViltForImageTextMatching, VILT),
+    (vilt.ViltForImageTextRetrieval, VILT),
     (vilt.ViltForMaskedLM, VILT),
     (vilt.ViltForPreTraining, VILT),
     (vilt.ViltForImagesAndTextClassification, VILT),

@@ -35,6 +35,8 @@ def pairs(b: int = 3, images: int = 0) -> dict[str, torch.Tensor]:
 
 
 def labelled(name: str, b: int = 3) -> dict[str, torch.Tensor]:
+    if name == "ViltForImageTextRetrieval":  # the matched candidate of each group
+        return {"labels": torch.tensor([0, 2, 1][:b])}
     if name == "ViltForQuestionAnswering":
         return {"labels": torch.rand(b, 5)}
     if name in ("ViltForImageTextMatching", "ViltForImagesAndTextClassification"):
@@ -64,6 +66,10 @@ CASES = {
         True,
     ),
     "ViltForImageTextMatching": lambda: (vilt.ViltForImageTextMatching(vilt_config()), True),
+    "ViltForImageTextRetrieval": lambda: (
+        vilt.ViltForImageTextRetrieval(vilt_config(pooled_only=True)),
+        True,
+    ),
     "ViltForMaskedLM": lambda: (vilt.ViltForMaskedLM(vilt_config()), True),
     "ViltForPreTraining": lambda: (vilt.ViltForPreTraining(vilt_config()), True),
     "ViltForPreTraining-wpa": lambda: (vilt.ViltForPreTraining(vilt_config(wpa_weight=0.1)), True),
@@ -85,6 +91,8 @@ def inputs_for(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         return {"pixel_values": torch.randn(3, 3, 32, 32)}
     if isinstance(model, vilt.ViltForImagesAndTextClassification):
         return pairs(images=2)
+    if isinstance(model, vilt.ViltForImageTextRetrieval):  # groups: a text and 3 images each
+        return pairs(images=3)
     return pairs()
 
 

@@ -93,7 +93,9 @@ def test_easy_vqa_official_split():
     assert item["text"] == "what is the blue shape?"
     assert item["labels"].shape == (13,) and item["labels"].sum() == 1.0
     assert train.vocab.labels[int(item["labels"].argmax())] == "rectangle"
-    assert item["meta"] == {"question_id": 0, "image_id": 0, "answers": ["rectangle"]}
+    assert item["meta"] == {
+        "question_id": 0, "image_id": 0, "answers": ["rectangle"], "answer_type": None
+    }  # fmt: skip
 
 
 # ---- the official VQAv2 layout --------------------------------------------------------------
@@ -120,9 +122,11 @@ def _write_vqav2(root, split="val2014", *, questions=None, annotations=True, ima
             12: ["x"] * 10,
             20: ["yes"] * 10,
         }
+        types = {10: "other", 11: "number", 20: "yes/no"}
         anns = [
             {"question_id": q["question_id"], "image_id": q["image_id"],
              "answers": [{"answer": a, "answer_id": n + 1} for n, a in enumerate(given.get(q["question_id"], ["no"] * 10))]}
+            | ({"answer_type": types[q["question_id"]]} if q["question_id"] in types else {})
             for q in questions
         ]  # fmt: skip
         (root / f"v2_mscoco_{split}_annotations.json").write_text(json.dumps({"annotations": anns}))
@@ -139,6 +143,9 @@ def test_vqav2_layout(tmp_path):
     assert item["meta"]["question_id"] == 11 and item["meta"]["image_id"] == 1
     assert item["meta"]["answers"][:4] == ["2", "2", "2", "2"]
     assert item["labels"][ds.vocab.label2id["3"]] == 1.0  # 6 of 10
+    # the annotation's answer type travels with the question (the per-type accuracy's key)
+    assert [ds[i]["meta"]["answer_type"] for i in range(3)] == ["other", "number", "yes/no"]
+    assert [r.answer_type for r in ds.records] == ["other", "number", "yes/no"]
 
 
 def test_vqav2_test_split_has_no_labels(tmp_path):

@@ -30,7 +30,7 @@ JOBS = {"vqa": vqa, "train-vit": train_vit, "pretrain": pretrain}
         ("vqa", ["--init", "x", "--patch-size", "8"], "--patch-size cannot change"),
         ("train-vit", ["--shift", "-1"], "--shift must be >= 0, got -1"),
         ("vqa", ["--shift", "-2"], "--shift must be >= 0 pixels, got -2"),
-        ("train-vit", ["--init", "x", "--image-size", "64"], "--image-size cannot change"),
+        ("train-vit", ["--init", "x", "--patch-size", "8"], "--patch-size cannot change"),
         ("pretrain", ["--mlm-probability", "1.5"], "--mlm-probability must be in [0, 1]"),
         ("pretrain", ["--epochs", "two"], "argument --epochs: invalid parse value: 'two'"),
         ("pretrain", ["--nope"], "unrecognized arguments: --nope"),

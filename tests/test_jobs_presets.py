@@ -16,6 +16,7 @@ import pytest
 
 from vilt.config import get_preset, preset_names
 from vilt.jobs import pretrain, train_vit, vqa
+from vilt.jobs.augment import DEFAULT_RANDAUGMENT_OPS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -23,10 +24,38 @@ JOBS = {"vqa": vqa, "pretrain": pretrain, "train_vit": train_vit}
 # the model presets, named by their data set before, by their shape now
 RENAMED = {"vilt-easy-vqa": "vilt-small-h16", "vit-digits": "vit-nano"}
 # config fields added since 4dbc937, at the values that leave the model as it was
-NEW_CONFIG_FIELDS = {"drop_path_rate": 0.0, "layer_scale_init_value": 0.0, "wpa_weight": 0.0}
+NEW_CONFIG_FIELDS = {
+    "drop_path_rate": 0.0,
+    "layer_scale_init_value": 0.0,
+    "wpa_weight": 0.0,
+    "problem_type": None,
+}
 # TrainingConfig fields (and flags) added since 4dbc937, at their defaults; a run that meets
-# no NaN trains as it did
-NEW_TRAINING_FIELDS = {"max_consecutive_skips": 20}
+# no NaN trains as it did; no layer decay, EMA, best model or early stopping
+NEW_TRAINING_FIELDS = {
+    "max_consecutive_skips": 20,
+    "layer_decay": None,
+    "ema_decay": None,
+    "ema_warmup": True,
+    "save_best": None,
+    "save_best_mode": None,
+    "early_stop_patience": None,
+}
+# the ViT job's flags added since 4dbc937, at their defaults: no augmentation or
+# regularisation beyond the preset's shift
+NEW_VIT_FLAGS = {
+    "drop_path": None,
+    "layer_scale": None,
+    "crop_scale": None,
+    "randaugment": 0,
+    "randaugment_magnitude": 9,
+    "trivialaugment": False,
+    "random_erasing": 0.0,
+    "mixup": 0.0,
+    "cutmix": 0.0,
+    "mixup_prob": 1.0,
+    "label_smoothing": 0.0,
+}
 # flags added since, at the values that start and train as before
 NEW_FLAGS = {"global_batch_size": None}
 NEW_VILT_FLAGS = {"init_vision": None, "init_text": None, "max_text_length": None}
@@ -67,7 +96,17 @@ def _plain(value):
 @pytest.mark.parametrize(
     ("name", "new"),
     [
-        ("vqa", {"recipe_preset": "easy-vqa", "cache_images": True}),
+        (
+            "vqa",
+            {
+                "recipe_preset": "easy-vqa",
+                "cache_images": True,
+                # RandAugment, new since: off in the preset
+                "randaugment": 0,
+                "randaugment_magnitude": 9,
+                "randaugment_ops": list(DEFAULT_RANDAUGMENT_OPS),
+            },
+        ),
         (
             "pretrain",
             {
@@ -97,6 +136,8 @@ def test_a_recipe_with_no_flags_resolves_field_by_field_as_before(name, new):
     if name == "pretrain":
         new_flags.update(NEW_PRETRAIN_FLAGS)
     for key, value in new_flags.items():
+        assert added.pop(key) == value, key
+    for key, value in NEW_VIT_FLAGS.items() if name == "train_vit" else ():
         assert added.pop(key) == value, key
     preset_file = added.pop("default_recipe_preset")
     assert Path(preset_file) == ROOT / "recipes" / "presets" / f"{new['recipe_preset']}.json"
@@ -229,10 +270,27 @@ def test_help_shows_the_defaults_in_effect(capsys):
 def test_the_recipe_presets_pick_model_shapes_by_shape_names():
     for file in (ROOT / "recipes" / "presets").glob("*.json"):
         flags = json.loads(file.read_text())["flags"]
-        assert flags["preset"] in preset_names(), file
+        if file.stem in ("vit-scratch", "vit-finetune"):  # regularisation for any shape
+            assert "preset" not in flags, file
+        else:
+            assert flags["preset"] in preset_names(), file
     assert not set(RENAMED) & set(preset_names())
     small = get_preset("vilt-small-h16")
     assert (small.image_size, small.patch_size, small.num_attention_heads) == (48, 8, 16)
     assert small.head_dim == 8 and get_preset("vilt-small").head_dim == 32
     nano = get_preset("vit-nano")
     assert (nano.image_size, nano.patch_size, nano.pooling) == (16, 4, "mean")
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [
+        ("vit-scratch", {"mixup": 0.8, "cutmix": 1.0, "randaugment": 2, "layer_decay": None}),
+        ("vit-finetune", {"layer_decay": 0.75, "ema_decay": 0.999, "head_lr_multiplier": 1.0}),
+    ],
+)
+def test_the_vit_presets_for_scratch_and_fine_tuning_apply_by_name(preset, expected):
+    args = recipe_args("train_vit", ["--recipe-preset", preset, "--init", "runs/some-vit"])
+    assert {k: getattr(args, k) for k in expected} == expected
+    assert args._recipe_record["name"] == preset and args.drop_path == 0.1
+    assert args.label_smoothing == 0.1 and not args.cache_images  # the digits preset is left out

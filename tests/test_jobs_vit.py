@@ -78,3 +78,47 @@ def test_init_from_a_transformers_checkpoint(tmp_path):
     assert same_weights({k: trained["vit." + k] for k in backbone}, backbone, atol=1e-20)
     assert trained["classifier.weight"].shape == (10, 32)  # digits: a new 10-way head
     assert ViTImageProcessor.from_pretrained(out).size == (16, 16)  # the checkpoint's size
+
+
+def test_regularisation_flags_train_end_to_end_and_keep_ema_and_best(tmp_path):
+    out = tmp_path / "run"
+    flags = ["--crop-scale", "0.6", "--randaugment", "2", "--random-erasing", "0.25",
+             "--mixup", "0.8", "--cutmix", "1.0", "--label-smoothing", "0.1",
+             "--drop-path", "0.1", "--layer-scale", "1e-4", "--ema-decay", "0.9",
+             "--save-best", "ema_accuracy", "--eval-every", "2"]  # fmt: skip
+    assert train_vit.main([*TINY_VIT, *flags, "--max-steps", "4", "--output-dir", str(out)]) == 0
+    found = assert_run_outputs(out, steps=4, metric="eval_accuracy")
+    assert 0 <= found["ema_accuracy"] <= 1 and found["best"]["weights"] == "ema"
+    config = json.loads((out / "config.json").read_text())
+    assert config["problem_type"] == "single_label_classification"  # soft-target CE
+    assert (config["drop_path_rate"], config["layer_scale_init_value"]) == (0.1, 1e-4)
+    for kept in ("ema", "best"):  # each loads with its processor
+        assert vilt.ViTForImageClassification.from_pretrained(out / kept).config.num_labels == 10
+        assert ViTImageProcessor.from_pretrained(out / kept).size == (32, 32)
+    assert json.loads((out / "best" / "best.json").read_text())["metric"] == "ema_eval_accuracy"
+
+
+def test_init_at_a_new_image_size_resamples_and_saves_the_new_size(trained, tmp_path):
+    out = tmp_path / "bigger"
+    with pytest.warns(vilt.CheckpointWarning, match="from 4x4 to 6x6 patches"):
+        train_vit.main([*TINY_VIT, "--init", str(trained), "--image-size", "48", "--max-steps",
+                        "2", "--layer-decay", "0.75", "--output-dir", str(out)])  # fmt: skip
+    assert json.loads((out / "config.json").read_text())["image_size"] == 48
+    assert ViTImageProcessor.from_pretrained(out).size == (48, 48)
+    assert weights(out)["vit.embeddings.position_embeddings"].shape == (1, 37, 32)
+    assert results(out)["metrics"]["eval_samples"] == 40
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--init", "runs/x", "--layer-scale", "1e-4"], "--layer-scale adds weights"),
+        (["--drop-path", "1"], "--drop-path must be in"),
+        (["--randaugment", "2", "--trivialaugment"], "alternatives"),
+        (["--save-best", "accuracy", "--early-stop-patience", "2"], "set eval_every too"),
+    ],
+)
+def test_bad_flags_stop_before_any_data_is_read(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_vit.parse_args([*TINY_VIT, *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -78,7 +78,8 @@ def test_prints_the_accuracy_at_the_end(tmp_path, capsys):
     assert printed[0].startswith("recipe preset easy-vqa (") and "easy-vqa.json): " in printed[0]
     assert printed[1].split() == [
         "--preset", "vilt-small-h16", "--epochs", "6", "--hflip", "0.5", "--shift", "2",
-        "--tta-flip", "--tta-shift", "2", "--balance-answers", "0.5", "--cache-images",
+        "--tta-flip", "--tta-shift", "2", "--balance-answers", "0.5", "--randaugment", "0",
+        "--cache-images",
     ]  # fmt: skip
     assert printed[2] == "  overridden: --preset vilt-test"
     last = printed[-3:]
@@ -157,12 +158,18 @@ def test_eval_only_scores_a_saved_model_as_training_did(trained, tmp_path):
 def test_init_from_a_vilt_checkpoint_keeps_its_tokenizer_and_answers(trained, tmp_path):
     out = tmp_path / "again"
     vqa.main([*TINY_VQA, "--init", str(trained), "--max-steps", "1", "--lr", "1e-30",
+              "--layer-decay", "0.8", "--ema-decay", "0.9", "--save-best", "vqa_accuracy",
               "--output-dir", str(out)])  # fmt: skip
     assert (out / "tokenizer.json").read_text() == (trained / "tokenizer.json").read_text()
     before, after = weights(trained), weights(out)
     # the head too: the same answers, so it is loaded, not replaced
     assert same_weights(before, after, atol=1e-20)
     assert results(out)["config"]["lr"] == 1e-30
+    # a ViLT keeps its average and its best model too, each with its processor
+    assert results(out)["best"]["metric"] == "eval_vqa_accuracy"
+    for kept in ("ema", "best"):
+        assert same_weights(weights(out / kept), before, atol=1e-20)
+        assert ViltProcessor.from_pretrained(out / kept).tokenizer.vocab_size > 0
 
 
 def _transformers_mlm(directory, vocab_size=300):
@@ -205,6 +212,7 @@ def _write_vqav2(root, split, question_ids, *, annotated=True):
         questions.append({"image_id": image_id, "question": f"Is it {color}?", "question_id": qid})
         answers = ["yes"] * 7 + ["no"] * 3 if qid % 3 else ["no"] * 6 + ["yes"] * 4
         annotations.append({"question_id": qid, "image_id": image_id,
+                            "answer_type": "yes/no" if qid % 4 else "other",
                             "answers": [{"answer": a, "answer_id": n} for n, a in enumerate(answers)]})  # fmt: skip
     (root / f"v2_OpenEnded_mscoco_{split}_questions.json").write_text(
         json.dumps({"data_subtype": subtype, "questions": questions})
@@ -215,7 +223,7 @@ def _write_vqav2(root, split, question_ids, *, annotated=True):
         )
 
 
-def test_vqav2_layout_scores_vqa_accuracy_and_predicts_test_splits(tmp_path):
+def test_vqav2_layout_scores_vqa_accuracy_and_predicts_test_splits(tmp_path, capsys):
     root = tmp_path / "vqav2"
     _write_vqav2(root, "train2014", range(100, 124))
     _write_vqav2(root, "val2014", range(200, 212))
@@ -223,6 +231,7 @@ def test_vqav2_layout_scores_vqa_accuracy_and_predicts_test_splits(tmp_path):
     out = tmp_path / "run"
     vqa.main(["--data", str(root), "--preset", "vilt-test", "--min-answer-count", "1",
               "--max-steps", "2", "--batch-size", "8", "--examples", "1", "--output-dir", str(out)])  # fmt: skip
+    printed = capsys.readouterr().out.strip().splitlines()
     found = results(out)
     assert found["eval_split"] == "val" and found["metrics"]["eval_samples"] == 12
     # no recipe preset: the generic defaults, no test-time views
@@ -237,6 +246,23 @@ def test_vqav2_layout_scores_vqa_accuracy_and_predicts_test_splits(tmp_path):
     official = np.mean([vqa_accuracy(p["answer"], humans[p["question_id"]]) for p in predictions])
     # soft scores: "yes" given by 7 of 10 people scores 1, by 3 of them 0.9
     assert official == pytest.approx(found["accuracy"])
+    # by answer type as the official evaluation computes it: the mean over each type's
+    # questions (here 3 "other", 9 "yes/no"); the overall figure stays the mean over all
+    types = {a["question_id"]: a["answer_type"] for a in val}
+    by_type = {
+        kind: np.mean([vqa_accuracy(p["answer"], humans[p["question_id"]])
+                       for p in predictions if types[p["question_id"]] == kind])
+        for kind in ("other", "yes/no")
+    }  # fmt: skip
+    assert found["accuracy_by_answer_type"] == pytest.approx(by_type)
+    last = rows(out)[-1]  # the evaluation row of metrics.csv
+    assert float(last["eval_vqa_accuracy_yes_no"]) == pytest.approx(by_type["yes/no"], abs=1e-5)
+    assert float(last["eval_vqa_accuracy_other"]) == pytest.approx(by_type["other"], abs=1e-5)
+    assert float(last["eval_vqa_accuracy"]) == pytest.approx(official, abs=1e-5)
+    assert printed[-3] == "by answer type: " + ", ".join(
+        f"{kind} {100 * by_type[kind]:.2f}%" for kind in ("other", "yes/no")
+    )
+    assert printed[-4].startswith(f"{root} val accuracy: {100 * official:.2f}% (12 questions)")
     # a test split without annotations: predictions only
     test_out = tmp_path / "test-dev"
     vqa.main(["--data", str(root), "--eval-only", "--init", str(out), "--eval-split", "test-dev",

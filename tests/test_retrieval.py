@@ -65,6 +65,29 @@ def test_several_texts_per_image_count_the_best_for_image_to_text():
     assert result.image_to_text == {1: 50.0} and result.text_to_image == {1: 50.0}
 
 
+def test_identical_captions_count_every_image_they_describe_and_the_top_lists():
+    # images 0 and 2 show the same thing; texts 0 and 2 are the same caption of it
+    itm = torch.tensor([[1.0, 0.0, 3.0], [0.0, 2.0, 1.0], [0.5, 0.0, 2.0]])
+    relevant = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 0, 1]], dtype=torch.bool)
+    strict = retrieval_recall(StubScorer(itm), [None] * 3, ["x", "y", "x"], [0, 1, 2], ks=(1, 2))
+    dupes = retrieval_recall(StubScorer(itm), [None] * 3, ["x", "y", "x"], relevant=relevant,
+                             ks=(1, 2))  # fmt: skip
+    # text 0 ranks image 2 first: wrong by its own image, right as a duplicate
+    assert strict.text_ranks == [1, 0, 0] and dupes.text_ranks == [0, 0, 0]
+    assert dupes.text_to_image == {1: 100.0, 2: 100.0}
+    # image 0 sees texts (1.0, 0.0, 0.5): its own text first either way; image 2 (3, 1, 2)
+    assert strict.image_ranks == [0, 0, 1] and dupes.image_ranks == [0, 0, 0]
+    assert dupes.text_top == [[2, 0], [1, 2], [2, 0]] and dupes.image_top[2] == [0, 2]
+    with pytest.raises(ValueError, match="not both"):
+        retrieval_recall(StubScorer(itm), [None] * 3, list("xyx"), [0, 1, 2], relevant=relevant)
+    lost = relevant.clone()
+    lost[1] = False
+    with pytest.raises(ValueError, match=r"text\(s\) \[1\] have no relevant image"):
+        retrieval_recall(StubScorer(itm), [None] * 3, list("xyx"), relevant=lost)
+    with pytest.raises(ValueError, match=r"\(texts, images\) = \(3, 3\) matrix"):
+        retrieval_recall(StubScorer(itm), [None] * 3, list("xyx"), relevant=relevant[:2])
+
+
 def test_rerank_orders_candidates_by_score_and_the_rest_by_first_stage():
     first = torch.tensor([[0.9, 0.8, 0.7, 0.1, 0.6]])
     candidates = torch.tensor([[0, 1, 2]])

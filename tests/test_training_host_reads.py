@@ -170,6 +170,21 @@ def test_vilt_models_train_reading_the_device_only_at_read_points(tmp_path, monk
     assert dict(reads) == expected(trainer.unwrapped_model)
 
 
+def test_ema_and_layer_decay_add_no_read_to_the_step(tmp_path, monkeypatch):
+    """The moving average updates on the device after every step; its one read is the
+    weights check when the final average is saved to ema/."""
+    torch.manual_seed(0)
+    model, data = vit()
+    options = dict(ema_decay=0.9, layer_decay=0.75)
+    trainer = Trainer(model, config(tmp_path, **options), train_dataset=data)
+    reads = count_host_reads(monkeypatch, trainer)
+    trainer.train()
+    monkeypatch.undo()
+    want = expected(trainer.unwrapped_model)
+    assert dict(reads) == {**want, STEPS + 1: want[STEPS + 1] + 1}
+    assert (tmp_path / "ema" / "model.safetensors").is_file()
+
+
 def collate_with_hard_candidates(items: list[dict]) -> dict:
     """Pairs batched with every other pair a negative, each with two candidate images: the
     collator's batch keys for hard negatives, made without reading a value."""

@@ -20,6 +20,7 @@ from vilt.training import (
     itm_accuracy,
     metrics_for,
     mlm_accuracy,
+    rank_accuracy,
     split_batch,
     top_k_accuracy,
     vqa_accuracy,
@@ -72,6 +73,31 @@ def test_vqa_accuracy_official_with_answers_and_soft_scores_without():
     assert value(vqa_accuracy(["yes", "no", "2"])(out, {}, {"answers": [["yes"]] * 3})) == (
         pytest.approx(2 / 3)
     )
+
+
+def test_vqa_accuracy_of_one_answer_type_averages_its_questions_only():
+    id2label = {0: "yes", 1: "no", 2: "2"}
+    out = SimpleNamespace(logits=torch.tensor([[3.0, 0, 0], [0, 0, 3.0], [0, 3.0, 0]]))
+    meta = {
+        "answers": [["yes"] * 10, ["2"] * 10, ["yes"] * 10],
+        "answer_type": ["yes/no", "number", "yes/no"],
+    }
+    assert value(vqa_accuracy(id2label)(out, {}, meta)) == pytest.approx(2 / 3)  # unchanged
+    assert value(vqa_accuracy(id2label, answer_type="yes/no")(out, {}, meta)) == 0.5
+    assert value(vqa_accuracy(id2label, answer_type="number")(out, {}, meta)) == 1.0
+    rows = vqa_accuracy(id2label, answer_type="other")(out, {}, meta)
+    assert rows[:, 1].sum() == 0  # no question of the type: nothing to report
+    soft = torch.tensor([[1.0, 0, 0], [0, 0, 0.6], [1.0, 0, 0]])
+    by_soft = vqa_accuracy(answer_type="yes/no")(out, {"labels": soft}, meta)
+    assert by_soft.tolist() == [[1.0, 1.0], [0.0, 0.0], [0.0, 1.0]]
+
+
+def test_rank_accuracy_asks_whether_the_match_scores_highest_in_its_group():
+    out = SimpleNamespace(scores=torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]]))
+    rows = rank_accuracy(out, {"labels": torch.tensor([0, 0])}, {})
+    assert rows.tolist() == [[1.0, 1.0], [0.0, 1.0]]
+    cfg = vilt.ViltConfig.from_preset("vilt-test")
+    assert set(metrics_for(vilt.ViltForImageTextRetrieval(cfg))) == {"rank_accuracy"}
 
 
 def test_metrics_for_each_model_class():
@@ -165,6 +191,28 @@ def test_evaluate_hands_meta_to_metrics_and_skips_empty_batches():
     assert model.training  # put back as it was
 
 
+def test_evaluate_counts_every_row_a_collator_makes_of_an_item():
+    # a collator may make several rows of one item (retrieval's ITM pairs: 1 + k per item);
+    # the last batch keeps all its rows, not as many as the data set has items left over
+    def pairs(items):
+        rows = [row for item in items for row in item]
+        return {
+            "scores": torch.stack([r[0] for r in rows]),
+            "labels": torch.stack([r[1] for r in rows]),
+        }
+
+    items = [
+        [(LOGITS[i % 4], torch.tensor(1)), (LOGITS[(i + 1) % 4], torch.tensor(0))] for i in range(3)
+    ]
+    accelerator = Accelerator(cpu=True)
+    loader = accelerator.prepare(torch.utils.data.DataLoader(items, batch_size=2, collate_fn=pairs))
+    out = evaluate(accelerator, Stub(), loader, {"accuracy": accuracy})
+    assert out["eval_samples"] == 6
+    rows = pairs(items)
+    expected = (rows["scores"].argmax(-1) == rows["labels"]).double().mean().item()
+    assert out["eval_accuracy"] == pytest.approx(expected)
+
+
 class ToyPairs(torch.utils.data.Dataset):
     """Random tokens and images with ITM and MLM labels (vilt-test sizes)."""
 
@@ -208,6 +256,22 @@ def test_pretraining_model_trains_with_its_metrics_and_partial_losses(tmp_path):
     assert [r["step"] for r in rows] == ["3", "6"]
     assert float(rows[0]["itm_loss"]) > 0 and float(rows[0]["mlm_loss"]) > 0
     assert rows[1]["eval_itm_accuracy"] != ""
+    # an evaluator adds figures that are no per-sample rows to each evaluation
+    calls = []
+
+    def evaluator(trainer):
+        calls.append(trainer.state.global_step)
+        return {"eval_recall": 0.25 * trainer.state.global_step}
+
+    out = tmp_path / "more"
+    trainer = Trainer(
+        model, config.replace(output_dir=str(out), eval_every=2, max_steps=4),
+        train_dataset=ToyPairs(), eval_dataset=ToyPairs(10), evaluators=[evaluator],
+    )  # fmt: skip
+    assert trainer.train()["metrics"]["eval_recall"] == 1.0 and calls == [2, 4]
+    with open(out / "metrics.csv", newline="") as handle:
+        logged = {r["step"]: r["eval_recall"] for r in csv.DictReader(handle)}
+    assert logged == {"2": "0.5", "3": "", "4": "1"}
     assert vilt.ViltForPreTraining.from_pretrained(tmp_path).num_parameters() == (
         model.num_parameters()
     )

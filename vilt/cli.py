@@ -19,6 +19,8 @@ JOBS = {
     "train-vit": ("vilt.jobs.train_vit", "train a ViT image classifier (default: digits)"),
     "vqa": ("vilt.jobs.vqa", "fine-tune / evaluate ViLT on VQA (default: easy-VQA)"),
     "pretrain": ("vilt.jobs.pretrain", "ITM + MLM pretraining on image-text pairs"),
+    "retrieval": ("vilt.jobs.retrieval", "image-text retrieval fine-tuning, recall@K"),
+    "nlvr2": ("vilt.jobs.nlvr2", "NLVR2: is a statement about two images true?"),
 }
 
 EXAMPLES = """examples:

@@ -27,6 +27,8 @@ ACTIVATIONS = (
     "tanh",
 )
 
+PROBLEM_TYPES = (None, "single_label_classification", "multi_label_classification", "regression")
+
 C = TypeVar("C", bound="_BaseConfig")
 
 
@@ -255,11 +257,22 @@ class ViTConfig(_BaseConfig):
     model_type: ClassVar[str] = "vit"
 
     pooling: str = "cls"  # "cls" or "mean": what ViTForImageClassification classifies
+    # The loss of ViTForImageClassification (transformers' field and names): None decides from
+    # the labels' dtype and shape (one output: MSE; class ids: cross-entropy; float targets of
+    # the logits' shape: multi-label BCE); "single_label_classification" takes class ids or
+    # soft targets (rows of class probabilities: Mixup, CutMix, label smoothing) with
+    # cross-entropy; "multi_label_classification" BCE; "regression" MSE.
+    problem_type: str | None = None
 
     def validate(self) -> None:
         super().validate()
         if self.pooling not in ("cls", "mean"):
             raise ConfigError(f"ViTConfig.pooling must be 'cls' or 'mean', got {self.pooling!r}")
+        if self.problem_type not in PROBLEM_TYPES:
+            raise ConfigError(
+                f"ViTConfig.problem_type must be None or one of {', '.join(PROBLEM_TYPES[1:])}, "
+                f"got {self.problem_type!r}"
+            )
 
 
 @dataclass

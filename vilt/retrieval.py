@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,16 +31,20 @@ __all__ = ["RetrievalResult", "rank_by_scores", "rerank", "retrieval_recall"]
 class RetrievalResult:
     """Recall@K in percent for text->image and image->text retrieval.
 
-    ``text_ranks[t]``: 0-based rank of text t's image among all images. ``image_ranks[i]``:
-    the best rank of any of image i's texts among all texts (None for an image that no text
-    describes; such images are distractors for text->image and not image->text queries).
-    ``pairs_scored``: image-text pairs run through the ITM head."""
+    ``text_ranks[t]``: 0-based rank of text t's first correct image among all images.
+    ``image_ranks[i]``: the best rank of any of image i's correct texts among all texts (None
+    for an image that no text describes; such images are distractors for text->image and not
+    image->text queries). ``pairs_scored``: image-text pairs run through the ITM head.
+    ``text_top[t]`` / ``image_top[i]``: the first max(ks) images / texts retrieved for each
+    query, best first."""
 
     text_to_image: dict[int, float]
     image_to_text: dict[int, float]
     pairs_scored: int
     text_ranks: list[int]
     image_ranks: list[int | None]
+    text_top: list[list[int]] = field(default_factory=list)
+    image_top: list[list[int]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, float]:
         out: dict[str, float] = {f"t2i_R@{k}": v for k, v in self.text_to_image.items()}
@@ -112,13 +116,37 @@ def _check_inputs(
     texts: Sequence[str],
     text_to_image: Sequence[int] | None,
     ks: Sequence[int],
-) -> list[int]:
+    relevant: Any = None,
+) -> torch.Tensor:
+    """The (texts, images) bool matrix of the pairs that count as correct."""
     check_texts(texts)
     check_images(images)
     if len(images) == 0 or len(texts) == 0:
         raise ValueError(f"retrieval needs images and texts, got {len(images)} and {len(texts)}")
     if not ks or any(int(k) < 1 for k in ks):
         raise ValueError(f"ks must be positive ranks, got {list(ks)}")
+    if relevant is not None:
+        if text_to_image is not None:
+            raise ValueError("pass text_to_image or relevant, not both")
+        match = torch.as_tensor(relevant).bool()
+        if match.shape != (len(texts), len(images)):
+            raise ValueError(
+                f"relevant must be a (texts, images) = ({len(texts)}, {len(images)}) matrix, "
+                f"got {tuple(match.shape)}"
+            )
+        if not bool(match.any(dim=1).all()):
+            lost = (~match.any(dim=1)).nonzero().flatten()[:5].tolist()
+            raise ValueError(f"text(s) {lost} have no relevant image")
+        return match
+    owners = _owners(images, texts, text_to_image)
+    match = torch.zeros(len(texts), len(images), dtype=torch.bool)
+    match[torch.arange(len(texts)), torch.tensor(owners, dtype=torch.long)] = True
+    return match
+
+
+def _owners(
+    images: Sequence[ImageLike], texts: Sequence[str], text_to_image: Sequence[int] | None
+) -> list[int]:
     if text_to_image is None:
         if len(images) != len(texts):
             raise ValueError(
@@ -147,16 +175,26 @@ def retrieval_recall(
     rerank_top_k: int | None = None,
     first_stage: torch.Tensor | np.ndarray | None = None,
     batch_size: int | None = None,
+    relevant: torch.Tensor | np.ndarray | None = None,
 ) -> RetrievalResult:
     """Rank every image for every text (and back) by ITM score and report recall@K.
 
-    ``model``: an :class:`Embedder` over an ITM model, or its checkpoint path (any object
-    with Embedder's ``score_pairs`` will do). ``text_to_image[t]`` is the index of the image
-    that text t describes (several texts may share an image); None means text i describes
-    image i. ``rerank_top_k``: score only the first stage's top k candidates per query;
-    ``first_stage``: its (texts, images) similarities (default: :func:`unimodal_similarity`).
+    Args:
+        model: an :class:`Embedder` over an ITM model, or its checkpoint path (any object
+            with Embedder's ``score_pairs`` will do).
+        images: the images to rank.
+        texts: the texts to rank.
+        text_to_image: ``text_to_image[t]`` is the index of the image that text t describes
+            (several texts may share an image); None means text i describes image i.
+        ks: the K of recall@K.
+        rerank_top_k: score only the first stage's top k candidates per query.
+        first_stage: its (texts, images) similarities (default: :func:`unimodal_similarity`).
+        batch_size: pairs per forward pass (default: the Embedder's).
+        relevant: instead of ``text_to_image``, the (texts, images) bool matrix of the pairs
+            that count as correct, for data where one text describes several images (an
+            identical caption of several images: each of them is a right answer).
     """
-    owners = _check_inputs(images, texts, text_to_image, ks)
+    match = _check_inputs(images, texts, text_to_image, ks, relevant)
     if isinstance(model, str | os.PathLike):
         model = Embedder.from_pretrained(model)
     if not hasattr(model, "score_pairs"):
@@ -195,8 +233,6 @@ def retrieval_recall(
         itm[index[:, 1], index[:, 0]] = scored
         t2i = rerank(sim, cand_t2i, itm.gather(1, cand_t2i))
         i2t = rerank(sim.T, cand_i2t, itm.T.gather(1, cand_i2t))
-    match = torch.zeros(m, n, dtype=torch.bool)
-    match[torch.arange(m), torch.tensor(owners)] = True
     text_ranks = _first_match(t2i, match)
     described = match.any(dim=0)
     image_ranks = _first_match(i2t, match.T)
@@ -209,4 +245,6 @@ def retrieval_recall(
         image_ranks=[
             r if d else None for r, d in zip(image_ranks.tolist(), described.tolist(), strict=True)
         ],
+        text_top=t2i[:, : max(ks)].tolist(),
+        image_top=i2t[:, : max(ks)].tolist(),
     )

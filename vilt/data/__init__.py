@@ -1,5 +1,6 @@
-"""Data sets for the three tasks (image classification, VQA, image-text pairs), the
-collators that batch them, and the image decoding and error reporting they share.
+"""Data sets for the tasks (image classification, VQA, image-text pairs, retrieval with
+negatives, NLVR2), the collators that batch them, and the image decoding and error reporting
+they share.
 
     from functools import partial
     # workers resize to uint8 (a quarter of the bytes); the collator's pad normalises
@@ -26,7 +27,15 @@ from .collate import (
 from .errors import SKIP_REASONS, DataError, ImageError, SkipCounter
 from .images import load_image
 from .masking import whole_word_mask
+from .nlvr2 import NLVR2Collator, NLVR2Dataset, load_nlvr2
 from .pairs import PairsDataset, load_pairs
+from .ranking import (
+    RankingCollator,
+    RankingDataset,
+    RetrievalPool,
+    load_retrieval_pairs,
+    retrieval_pool,
+)
 from .streaming import StreamingDataset
 from .vqa import (
     AnswerVocab,
@@ -47,9 +56,14 @@ __all__ = [
     "DataError",
     "ImageError",
     "ImageRecord",
+    "NLVR2Collator",
+    "NLVR2Dataset",
     "PairsDataset",
     "PretrainingCollator",
+    "RankingCollator",
+    "RankingDataset",
     "RecordDataset",
+    "RetrievalPool",
     "SkipCounter",
     "StreamingDataset",
     "VQACollator",
@@ -58,10 +72,13 @@ __all__ = [
     "collate_classification",
     "load_classification",
     "load_image",
+    "load_nlvr2",
     "load_pairs",
+    "load_retrieval_pairs",
     "load_vqa",
     "normalize_answer",
     "pil_to_tensor",
+    "retrieval_pool",
     "soft_score",
     "vqa_accuracy",
     "whole_word_mask",

@@ -101,6 +101,10 @@ class RecordDataset(torch.utils.data.Dataset):
     def encode(self, record: Any, index: int) -> dict[str, Any]:
         raise NotImplementedError
 
+    def image_records(self, record: Any) -> Sequence[ImageRecord]:
+        """The images a record holds (the record itself by default; NLVR2's two images)."""
+        return [record]
+
     def skip_counts(self, all_reduce: AllReduce | None = None) -> dict[str, int]:
         """Records skipped so far by reason, each counted once ({} without skip_bad).
 
@@ -140,12 +144,12 @@ class RecordDataset(torch.utils.data.Dataset):
     def _fill_cache(self) -> None:
         cache: dict[Hashable, int | ImageError] = {}
         rows: list[torch.Tensor] = []
-        for record in self.records:
-            key = record.image_key
+        for image in (im for record in self.records for im in self.image_records(record)):
+            key = image.image_key
             if key is None or key in cache:
                 continue
             try:
-                rows.append(self.decode(record))
+                rows.append(self.decode(image))
                 cache[key] = len(rows) - 1
             except ImageError as err:
                 cache[key] = err

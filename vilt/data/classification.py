@@ -110,7 +110,7 @@ def load_easy_vqa_classes(split: str = "train") -> tuple[list[ClassRecord], dict
     """easy-VQA's images of ``split`` labelled "colour shape" by what its questions state,
     the label names (every colour and shape, in a fixed order), and how many images were
     left out because no question states their colour or their shape."""
-    from .pairs import COLORS, SHAPES, easy_vqa_facts
+    from .easy_vqa import COLORS, SHAPES, easy_vqa_facts
 
     names = [f"{color} {shape}" for color in COLORS for shape in SHAPES]
     label = {name: i for i, name in enumerate(names)}

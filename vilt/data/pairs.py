@@ -6,6 +6,9 @@ Sources (``load_pairs``):
   test images;
 - a COCO-captions JSON ({"images": [{"id", "file_name"}], "annotations": [{"image_id",
   "caption"}]}), images under ``image_dir`` (default: the JSON's directory);
+- a JSON file in the Karpathy-split layout (``dataset_coco.json``, ``dataset_flickr30k.json``:
+  images with ``filename``, ``split`` and ``sentences``; :mod:`vilt.data.karpathy`), the
+  images of ``split`` under ``image_dir``;
 - Visual Genome's region_descriptions.json, SBU Captions' JSON and Conceptual Captions'
   TSV, with their images downloaded beside them (:mod:`vilt.data.corpora`: an absent or
   unreadable image is a counted skip);
@@ -27,7 +30,6 @@ import csv
 import io
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -40,8 +42,10 @@ from ..textfiles import TextFileError, read_text
 from . import fields
 from .base import ImageRecord, RecordDataset
 from .corpora import corpus_records, is_conceptual_captions, json_layout
+from .easy_vqa import easy_vqa_facts
 from .errors import DataError, SkipCounter, read_json, skip_or_raise
 from .hub import RowImage, find_column, open_hf, undecoded
+from .karpathy import is_karpathy_split, load_karpathy_records
 from .streaming import StreamingDataset
 
 __all__ = ["PairRecord", "PairsDataset", "easy_vqa_captions", "load_pairs"]
@@ -82,31 +86,6 @@ class PairsDataset(RecordDataset):
 
 # ---- easy-VQA facts -> captions ----------------------------------------------------------
 
-COLORS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
-SHAPES = ("circle", "rectangle", "triangle")
-
-
-def _facts(question: str, answer: str) -> dict[str, str]:
-    """Facts a question/answer pair states about its image's one shape: "color"/"shape"
-    when present, "no color"/"no shape" when absent. A yes/no question states presence
-    when the answer affirms it ("is there a red shape?" yes; "is there not a red shape?"
-    no), absence otherwise; a what-question names a present colour or shape in its answer
-    and sometimes another in its words ("what color is the circle?")."""
-    words = re.findall(r"[a-z]+", question.lower())
-    prefix = ""
-    if answer in ("yes", "no"):
-        negated = "not" in words or "no" in words
-        prefix = "" if (answer == "yes") != negated else "no "
-    else:
-        words = [*words, answer]
-    facts: dict[str, str] = {}
-    for w in words:
-        if w in COLORS:
-            facts[prefix + "color"] = w
-        elif w in SHAPES:
-            facts[prefix + "shape"] = w
-    return facts
-
 
 def easy_vqa_captions(
     color: str | None, shape: str | None, *, no_color: str | None = None,
@@ -132,29 +111,6 @@ def easy_vqa_captions(
     if no_shape:
         absent.append(f"the image does not contain a {no_shape}")
     return absent
-
-
-def easy_vqa_facts(split: str = "train") -> tuple[dict[int, dict[str, str]], dict[int, str]]:
-    """What easy-VQA's questions state about each image of ``split`` (``color``, ``shape``,
-    ``no color``, ``no shape``), and each image's path."""
-    import easy_vqa
-
-    if split == "train":
-        (questions, answers, ids), paths = (
-            easy_vqa.get_train_questions(),
-            easy_vqa.get_train_image_paths(),
-        )
-    elif split in ("test", "validation"):
-        (questions, answers, ids), paths = (
-            easy_vqa.get_test_questions(),
-            easy_vqa.get_test_image_paths(),
-        )
-    else:
-        raise DataError(f"easy-VQA: no split {split!r}; it has ['test', 'train']")
-    facts: dict[int, dict[str, str]] = {}
-    for q, a, i in zip(questions, answers, ids, strict=True):
-        facts.setdefault(i, {}).update(_facts(q, a))
-    return facts, paths
 
 
 def load_easy_vqa_pairs(split: str = "train") -> list[PairRecord]:
@@ -344,7 +300,7 @@ def load_pairs(
         records: Any = load_easy_vqa_pairs(split)
     elif suffix == ".json" and Path(source).is_file():
         data = read_json(source)
-        layout = json_layout(data)
+        layout = "karpathy" if is_karpathy_split(data) else json_layout(data)
         if layout == "mixture":
             from .mixture import load_pair_mixture, read_mixture_file
 
@@ -352,7 +308,9 @@ def load_pairs(
                 read_mixture_file(source), split=split, transform=transform,
                 cache_images=cache_images, max_pixels=max_pixels,
             )  # fmt: skip
-        if layout == "coco":
+        if layout == "karpathy":
+            records = load_karpathy_records(source, data, split, image_dir=image_dir, skips=skips)
+        elif layout == "coco":
             records = coco_records(data, Path(source), image_dir=image_dir, skips=skips)
         else:  # web and region corpora: an image that is absent is a counted skip
             options["skips"] = skips = skips or SkipCounter()

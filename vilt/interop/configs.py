@@ -39,7 +39,8 @@ VILT_FIELDS = (
     "num_images",
     "pad_token_id",
 )
-FIELDS = {"vit": COMMON_FIELDS, "vilt": VILT_FIELDS}
+# problem_type: transformers' choice of loss for a classifier (vilt's ViT reads it the same way)
+FIELDS = {"vit": (*COMMON_FIELDS, "problem_type"), "vilt": VILT_FIELDS}
 CONFIG_CLASSES = {"vit": ViTConfig, "vilt": ViltConfig}
 
 

@@ -28,6 +28,8 @@ TRANSFORMERS_TO_VILT = {
 VILT_TO_TRANSFORMERS = {v: k for k, v in TRANSFORMERS_TO_VILT.items()}
 # transformers has no ITM + MLM class; pretraining models export their MLM half.
 VILT_TO_TRANSFORMERS["ViltForPreTraining"] = "ViltForMaskedLM"
+# the ITM model trained to rank: the same weights, transformers' retrieval class
+VILT_TO_TRANSFORMERS["ViltForImageTextRetrieval"] = "ViltForImageAndTextRetrieval"
 
 BACKBONE_PREFIX = {"vit": "vit.", "vilt": "vilt."}
 

@@ -329,6 +329,15 @@ class Job:
             raise ValueError(f"{self.task}: this job does not honour {', '.join(ignored)} yet")
         return TrainingConfig.from_args(self.args, task=self.task, **extra)
 
+    def save_beside_kept(self, processor: Any) -> None:
+        """Save ``processor`` beside the averaged (``ema/``) and best (``best/``) models the
+        trainer kept, so each loads with it as the final model does (main process)."""
+        if not self.is_main:
+            return
+        for kept in ("ema", "best"):
+            if (self.out / kept / "config.json").is_file():
+                processor.save_pretrained(self.out / kept)
+
     def model_dir(self) -> str:
         """The model that --eval-only evaluates."""
         return self.args.init or str(self.out)

@@ -203,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepare_inputs=HardNegatives() if args.itm_negatives == "hard" else None,
         processor=processor,  # saved with the model, as one set
     )
-    return _report(job, trainer.train(), trainer.unwrapped_model)
+    results = trainer.train()
+    job.save_beside_kept(processor)
+    return _report(job, results, trainer.unwrapped_model)
 
 
 def _data_name(args: argparse.Namespace) -> str:

@@ -25,10 +25,23 @@ from ..processing import ViltProcessor
 from ..processing.views import test_time_views
 from ..training import Trainer, set_seed
 from . import models
-from .augment import HorizontalFlip, RandomShift, check_shifts
+from .augment import (
+    HorizontalFlip,
+    RandomShift,
+    add_randaugment_flags,
+    check_randaugment_flags,
+    check_shifts,
+    with_randaugment,
+)
 from .common import Job, job_parser, parse_job_args, percent
 from .vqa_data import balance_answers, default_splits, load_split, source_kind
-from .vqa_outputs import predict_labels, save_examples, write_predictions
+from .vqa_outputs import (
+    accuracy_by_answer_type,
+    answer_type_metrics,
+    predict_labels,
+    save_examples,
+    write_predictions,
+)
 
 __all__ = ["DEFAULT_PRESET", "build_parser", "main", "parse_args"]
 
@@ -103,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PIXELS",
         help="largest random shift of a training image, its border repeated (default: %(default)s)",
     )
+    add_randaugment_flags(vqa)
     vqa.add_argument(
         "--tta-flip",
         action=argparse.BooleanOptionalAction,
@@ -154,6 +168,7 @@ def _resolve_defaults(args: argparse.Namespace) -> None:
         raise ValueError(f"--shift must be >= 0 pixels, got {args.shift}")
     if not 0.0 <= args.hflip <= 1.0:
         raise ValueError(f"--hflip must be a probability in [0, 1], got {args.hflip}")
+    check_randaugment_flags(args)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -206,9 +221,11 @@ def _train(job: Job) -> int:
         eval_dataset=test.dataset if test.answered else None,
         collate_fn=_augment(collate, args),
         eval_collate_fn=VQACollator(processor),  # its own counts of texts cut
+        metrics=answer_type_metrics(model, test.records),
         processor=processor,  # saved with the model, as one set
     )
     results = trainer.train()
+    job.save_beside_kept(processor)
     extra = _finish_outputs(job, trainer.accelerator, trainer.model, processor, test, collate)
     _report(job, results, test, extra)
     return 0
@@ -231,7 +248,10 @@ def _evaluate(job: Job) -> int:
     collate = VQACollator(processor)
     job.say(f"evaluating {source} on {len(test.dataset):,} {args.eval_split} questions")
     results, accelerator = job.evaluate_only(
-        model, test.dataset if test.answered else None, collate
+        model,
+        test.dataset if test.answered else None,
+        collate,
+        metrics=answer_type_metrics(model, test.records),
     )
     extra = _finish_outputs(job, accelerator, model, processor, test, collate)
     _report(job, results, test, extra)
@@ -244,10 +264,12 @@ def _views(args: argparse.Namespace) -> list[Any]:
 
 
 def _augment(collate: Any, args: argparse.Namespace) -> Any:
-    """Training images mirrored, then shifted (border repeated): each with its own draws."""
+    """Training images RandAugment-ed, mirrored, then shifted (border repeated): each with its
+    own draws."""
     if args.shift:
         collate = RandomShift(collate, args.shift, fill="edge", seed=args.seed, stream=1)
-    return HorizontalFlip(collate, args.hflip, seed=args.seed)
+    collate = HorizontalFlip(collate, args.hflip, seed=args.seed)
+    return with_randaugment(collate, args)
 
 
 def _init_vocab(init: Any) -> AnswerVocab | None:
@@ -280,6 +302,9 @@ def _finish_outputs(
             if p >= 0
         ]
         extra["views_accuracy"] = sum(scores) / max(len(scores), 1)
+    by_type = accuracy_by_answer_type(test.records, predictions, bare.config.id2label)
+    if by_type:
+        extra["accuracy_by_answer_type"] = by_type
     if job.is_main:
         path = job.out / "predictions.json"
         extra["predictions"] = write_predictions(
@@ -313,6 +338,11 @@ def _report(job: Job, results: dict[str, Any], test: Any, extra: dict[str, Any])
                 f"the image alone: {percent(single)}"
             )
         headline += ")"
+        by_type = extra.get("accuracy_by_answer_type")
+        if by_type:
+            headline += "\nby answer type: " + ", ".join(
+                f"{t} {percent(a)}" for t, a in by_type.items()
+            )
     job.finish(
         results,
         headline=headline,

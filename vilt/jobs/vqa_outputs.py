@@ -8,6 +8,7 @@ answer, the true one when known, and where the [CLS] token looked (attention rol
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,54 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..data import load_image, write_vqa_predictions
+from ..data import load_image, vqa_accuracy, write_vqa_predictions
 from ..processing.views import AveragedViews, ImageView
-from ..training import TrainingConfig, make_loader, split_batch
+from ..training import Metric, TrainingConfig, make_loader, metrics_for, split_batch
+from ..training.metrics import vqa_accuracy as vqa_accuracy_metric
 from ..viz import patch_heatmaps, save_attention_figure
 from .common import WithIndex
 
-__all__ = ["predict_labels", "save_examples", "write_predictions"]
+__all__ = [
+    "accuracy_by_answer_type",
+    "answer_type_metrics",
+    "predict_labels",
+    "save_examples",
+    "write_predictions",
+]
+
+
+def answer_types(records: Sequence[Any]) -> list[str]:
+    """The answer types the records' annotations give (VQAv2: yes/no, number, other), sorted."""
+    return sorted({r.answer_type for r in records if getattr(r, "answer_type", None) is not None})
+
+
+def answer_type_metrics(model: torch.nn.Module, records: Sequence[Any]) -> dict[str, Metric] | None:
+    """The model's metrics plus the VQA accuracy of each answer type the evaluated records
+    carry (``vqa_accuracy_yes_no``, ...: metrics.csv's eval rows); None when they carry none
+    (the model's own metrics then)."""
+    types = answer_types(records)
+    if not types:
+        return None
+    metrics = dict(metrics_for(model))
+    id2label = model.config.id2label
+    for answer_type in types:
+        name = "vqa_accuracy_" + (re.sub(r"[^0-9A-Za-z]+", "_", answer_type).strip("_") or "none")
+        metrics[name] = vqa_accuracy_metric(id2label, answer_type=answer_type)
+    return metrics
+
+
+def accuracy_by_answer_type(
+    records: Sequence[Any], predictions: torch.Tensor, id2label: dict[int, str]
+) -> dict[str, float]:
+    """The official evaluation's per-type accuracy of ``predictions`` (label ids, -1 for
+    skipped items): the mean VQA accuracy of the answered questions of each answer type."""
+    sums: dict[str, list[float]] = {}
+    for record, label in zip(records, predictions.tolist(), strict=True):
+        kind = getattr(record, "answer_type", None)
+        if label < 0 or kind is None or not record.answers:
+            continue
+        sums.setdefault(kind, []).append(vqa_accuracy(id2label[label], record.answers))
+    return {kind: sum(scores) / len(scores) for kind, scores in sorted(sums.items())}
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@
 from .auto import load_model, model_classes
 from .outputs import EncoderOutput, ModelOutput, PreTrainingOutput, TaskOutput
 from .pretrained import CheckpointError, CheckpointWarning, PreTrainedModel
+from .ranking import ViltForImageTextRetrieval
 from .vilt import ViltModel
 from .vilt_tasks import (
     ViltForImagesAndTextClassification,
@@ -24,6 +25,7 @@ __all__ = [
     "ViTForImageClassification",
     "ViTModel",
     "ViltForImageTextMatching",
+    "ViltForImageTextRetrieval",
     "ViltForImagesAndTextClassification",
     "ViltForMaskedLM",
     "ViltForPreTraining",

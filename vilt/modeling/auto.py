@@ -10,11 +10,11 @@ from .pretrained import CheckpointError, PreTrainedModel, read_checkpoint
 
 def model_classes() -> dict[str, type[PreTrainedModel]]:
     """Every concrete vilt model class by name."""
+    from . import ranking, vilt_tasks, vit
     from . import vilt as vilt_models
-    from . import vilt_tasks, vit
 
     classes = {}
-    for module in (vit, vilt_models, vilt_tasks):
+    for module in (vit, vilt_models, vilt_tasks, ranking):
         for name in dir(module):
             obj = getattr(module, name)
             is_model = isinstance(obj, type) and issubclass(obj, PreTrainedModel)

@@ -50,8 +50,31 @@ def resize_pos_grid(
     return F.interpolate(grid, size=size, mode=mode, align_corners=align_corners)
 
 
+def resample_positions(
+    table: torch.Tensor,
+    old: tuple[int, int],
+    new: tuple[int, int],
+    *,
+    mode: str = "bicubic",
+    align_corners: bool = False,
+) -> torch.Tensor:
+    """(1, 1 + gh * gw, D) position table -> the same for the ``new`` patch grid: the class
+    row kept, the grid resized (bicubic by default, as ViT's interpolate_pos_encoding does;
+    an image embedding's ``position_resize`` says how it resizes its own grid)."""
+    if tuple(old) == tuple(new):
+        return table
+    d = table.shape[-1]
+    grid = table[:, 1:].reshape(1, *old, d).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=tuple(new), mode=mode, align_corners=align_corners)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], d).to(table.dtype)
+    return torch.cat([table[:, :1], grid], dim=1)
+
+
 class ViTImageEmbeddings(nn.Module):
     """ViT: class token + patches + learned positions (bicubic-interpolated on request)."""
+
+    # how the position grid is resized for another patch grid: (mode, align_corners)
+    position_resize = ("bicubic", False)
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
@@ -78,7 +101,8 @@ class ViTImageEmbeddings(nn.Module):
                     "interpolate_pos_encoding=True to interpolate the position embeddings"
                 )
             grid = pos[:, 1:].reshape(1, *self.grid, d).permute(0, 3, 1, 2)
-            grid = resize_pos_grid(grid, (h, w), mode="bicubic", align_corners=False)
+            mode, corners = self.position_resize
+            grid = resize_pos_grid(grid, (h, w), mode=mode, align_corners=corners)
             pos = torch.cat([pos[:, :1], grid.flatten(2).transpose(1, 2)], dim=1)
         x = torch.cat([self.cls_token.expand(b, -1, -1), x.flatten(2).transpose(1, 2)], dim=1)
         return self.dropout(x + pos)
@@ -112,6 +136,9 @@ class ViltImageEmbeddings(nn.Module):
     them), then its padding patches, masked. Without sampling the sequence holds every patch
     of the padded grid; with it, ``min(max_image_length, patches)``.
     """
+
+    # each image's positions: the grid resized bilinearly, corners aligned (as ViLT does)
+    position_resize = ("bilinear", True)
 
     def __init__(self, config: ViltConfig) -> None:
         super().__init__()
@@ -155,7 +182,8 @@ class ViltImageEmbeddings(nn.Module):
         sample = self.training and self.max_image_length > 0
         if pixel_mask is None:  # every pixel real: one position grid serves the batch
             grid = self.position_embeddings[:, 1:].transpose(1, 2).reshape(1, d, *self.grid)
-            pos = resize_pos_grid(grid, (h, w), mode="bilinear", align_corners=True)
+            mode, corners = self.position_resize
+            pos = resize_pos_grid(grid, (h, w), mode=mode, align_corners=corners)
             pos = pos.flatten(2).transpose(1, 2).expand(b, -1, -1)  # (B, HW, D)
             keep = torch.ones(b, h * w, dtype=torch.long, device=x.device)
             if not sample:  # raster order already

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ViltConfig, to_pair
+from .embeddings import resample_positions
 from .pretrained import Checkpoint, CheckpointError, CheckpointWarning, read_checkpoint
 
 # ViT config fields its weights fix: a ViLT made from it must agree on each.
@@ -99,18 +99,6 @@ def _check_overrides(vit: dict[str, Any], overrides: dict[str, Any], name: str) 
                 f"{name}: the ViT has {field}={vit[field]!r}, which its weights fix; "
                 f"from_vit cannot build a ViLT with {field}={overrides[field]!r}"
             )
-
-
-def resample_positions(table: torch.Tensor, old: tuple[int, int], new: tuple[int, int]):
-    """(1, 1 + gh * gw, D) ViT position table -> the same for the ``new`` grid: the class
-    row kept, the grid resized bicubically (as ViT's interpolate_pos_encoding does)."""
-    if tuple(old) == tuple(new):
-        return table
-    d = table.shape[-1]
-    grid = table[:, 1:].reshape(1, *old, d).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=new, mode="bicubic", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], d).to(table.dtype)
-    return torch.cat([table[:, :1], grid], dim=1)
 
 
 def vilt_config_from_vit(

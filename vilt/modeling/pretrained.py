@@ -25,9 +25,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..atomic import atomic_write, file_set, settle
-from ..config import ConfigError, ViltConfig, ViTConfig
+from ..config import ConfigError, ViltConfig, ViTConfig, to_pair
 from ..textfiles import TextFileError, read_text
-from .embeddings import init_embedding_params
+from .embeddings import init_embedding_params, resample_positions
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -319,9 +319,43 @@ class PreTrainedModel(nn.Module):
                 }
         return state
 
+    def _resample_positions(
+        self, state: dict[str, torch.Tensor], ckpt: Checkpoint
+    ) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """The checkpoint's image position tables resampled to this model's patch grid when
+        its image size differs (an ``image_size`` override: fine-tuning at a new
+        resolution), each the way its embedding resizes positions; and a note saying so."""
+        size = ckpt.config.get("image_size")
+        patch = ckpt.config.get("patch_size")
+        if size is None or patch is None:
+            return state, []
+        (ih, iw), (ph, pw) = to_pair(size), to_pair(patch)
+        old, new = (ih // ph, iw // pw), self.config.patch_grid
+        if old == new:
+            return state, []
+        own = self.state_dict()
+        out, notes = dict(state), []
+        for key, value in state.items():
+            owner, _, leaf = key.rpartition(".")
+            if leaf != "position_embeddings" or key not in own or value.ndim != 3:
+                continue
+            resize = getattr(self.get_submodule(owner), "position_resize", None)
+            fits = (
+                value.shape[1] == 1 + old[0] * old[1] and own[key].shape[1] == 1 + new[0] * new[1]
+            )
+            if resize is None or not fits:
+                continue
+            out[key] = resample_positions(value, old, new, mode=resize[0], align_corners=resize[1])
+            notes.append(
+                f"{key} resampled ({resize[0]}) from {old[0]}x{old[1]} to {new[0]}x{new[1]} "
+                f"patches (image size {ih}x{iw} -> {'x'.join(map(str, to_pair(self.config.image_size)))})"
+            )
+        return out, notes
+
     def load_checkpoint_state(self, ckpt: Checkpoint, overrides: dict[str, Any]) -> None:
-        """Load ``ckpt.state_dict`` strictly, except where a change of head explains the gap."""
-        state = self._adapt_prefix(ckpt.state_dict)
+        """Load ``ckpt.state_dict`` strictly, except where a change of head explains the gap
+        or a new image size the position table's (resampled, with a warning)."""
+        state, resampled = self._resample_positions(self._adapt_prefix(ckpt.state_dict), ckpt)
         own = self.state_dict()
         same_class = ckpt.architecture == type(self).__name__
         is_head = lambda k: k.startswith(self.head_prefixes)  # noqa: E731
@@ -350,7 +384,17 @@ class PreTrainedModel(nn.Module):
         loadable = {k: v for k, v in state.items() if k in own and k not in reinit}
         self.load_state_dict(loadable, strict=False)
         new = sorted(set(missing) | set(reinit))
-        self.loading_info = {"newly_initialized": new, "unused": unexpected, "notes": ckpt.notes}
+        self.loading_info = {
+            "newly_initialized": new,
+            "unused": unexpected,
+            "notes": [*ckpt.notes, *resampled],
+        }
+        if resampled:
+            warnings.warn(
+                f"{type(self).__name__} from {ckpt.source}: " + "; ".join(resampled),
+                CheckpointWarning,
+                stacklevel=3,
+            )
         if new:
             if reinit:
                 why = "num_labels changed"

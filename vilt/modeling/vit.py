@@ -166,8 +166,10 @@ class ViTForImageClassification(PreTrainedModel):
             output_attentions: return each block's attention weights.
             output_hidden_states: return the embeddings and each block's output.
             interpolate_pos_encoding: resize the position grid to another image size.
-            labels: (B,) class ids (cross-entropy), (B, num_labels) float targets
-                (multi-label BCE), or (B,) values when num_labels is 1 (MSE).
+            labels: (B,) class ids (cross-entropy), (B, num_labels) float targets (BCE,
+                or with ``config.problem_type="single_label_classification"`` soft targets
+                for cross-entropy), or (B,) values when num_labels is 1 (MSE); see
+                :func:`classification_loss`.
         """
         out = self.vit(
             pixel_values,
@@ -180,7 +182,9 @@ class ViTForImageClassification(PreTrainedModel):
         logits = self.classifier(features)
         loss = None
         if labels is not None:
-            loss = classification_loss(logits, labels, self.config.num_labels)
+            loss = classification_loss(
+                logits, labels, self.config.num_labels, self.config.problem_type
+            )
         return TaskOutput(**out.to_dict(), loss=loss, logits=logits)
 
     def forward_features(
@@ -213,18 +217,40 @@ class ViTForImageClassification(PreTrainedModel):
 
 
 def classification_loss(
-    logits: torch.Tensor, labels: torch.Tensor, num_labels: int
+    logits: torch.Tensor, labels: torch.Tensor, num_labels: int, problem_type: str | None = None
 ) -> torch.Tensor:
-    """Cross-entropy for class ids, MSE for one regression output, BCE for multi-hot targets."""
-    if num_labels == 1:
-        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
-    if labels.is_floating_point() and labels.shape == logits.shape:
-        return F.binary_cross_entropy_with_logits(logits, labels)
-    labels = labels.view(-1)
+    """The loss of a classifier's logits, chosen by ``problem_type`` (transformers' names) and
+    the labels' dtype and shape, never by their values (the forward waits on no device).
+
+    Args:
+        logits: (B, num_labels).
+        labels: (B,) class ids; (B, num_labels) float targets; or (B,) values for regression.
+        num_labels: the number of outputs.
+        problem_type: "single_label_classification": cross-entropy on class ids, or on
+            (B, num_labels) soft targets (each row a distribution over the classes: Mixup,
+            CutMix, label smoothing); "multi_label_classification": BCE on multi-hot
+            targets; "regression": MSE; None: MSE for one output, else cross-entropy for
+            class ids and BCE for float targets of the logits' shape.
+    """
+    if problem_type == "regression" or (problem_type is None and num_labels == 1):
+        if num_labels == 1:
+            return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
+        return F.mse_loss(logits, labels.to(logits.dtype))
+    soft = labels.is_floating_point() and labels.shape == logits.shape
+    if problem_type == "multi_label_classification" or (problem_type is None and soft):
+        if labels.shape != logits.shape:
+            raise ValueError(
+                f"multi-label targets must have the logits' shape {tuple(logits.shape)}, got "
+                f"{tuple(labels.shape)}"
+            )
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+    if soft:  # single-label soft targets: cross-entropy against each row's distribution
+        return F.cross_entropy(logits, labels.to(logits.dtype))
+    labels = labels.reshape(-1)
     if labels.is_floating_point() or labels.shape[0] != logits.shape[0]:
         raise ValueError(
-            f"labels must be class ids of shape ({logits.shape[0]},), got "
-            f"{labels.dtype} of shape {tuple(labels.shape)}"
+            f"labels must be class ids of shape ({logits.shape[0]},) or class probabilities of "
+            f"shape {tuple(logits.shape)}, got {labels.dtype} of shape {tuple(labels.shape)}"
         )
     if input_checks_enabled():
         check_class_labels(labels, num_labels)

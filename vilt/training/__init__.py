@@ -25,12 +25,19 @@ the trained model (``save_pretrained``) and ``checkpoints/step_N/`` (the last ``
 SIGTERM saves a checkpoint at the next step boundary and exits with status 143; Ctrl-C
 saves one and raises KeyboardInterrupt. ``resume=True`` continues from the latest complete
 checkpoint and ends with the weights an uninterrupted run would have.
+
+Fine-tuning aids: ``layer_decay`` (layer-wise learning rates, :func:`param_groups`),
+``ema_decay`` (a moving average of the weights, evaluated as ``ema_eval_*`` and saved to
+``output_dir/ema``, :class:`ModelEma`), ``save_best`` with ``early_stop_patience`` (the best
+model in ``output_dir/best``, :class:`BestModel`).
 """
 
 from accelerate.utils import set_seed
 
+from .best import BestModel
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainingConfig
+from .ema import ModelEma
 from .evaluate import evaluate, split_batch
 from .loaders import EpochSampler, make_loader
 from .metrics import (
@@ -39,35 +46,48 @@ from .metrics import (
     itm_accuracy,
     metrics_for,
     mlm_accuracy,
+    rank_accuracy,
     register_task_metrics,
     top_k_accuracy,
     vqa_accuracy,
 )
 from .negatives import HardNegatives
-from .optim import build_optimizer, build_scheduler, lr_lambda, param_groups
+from .optim import (
+    build_optimizer,
+    build_scheduler,
+    describe_param_groups,
+    layer_id,
+    lr_lambda,
+    param_groups,
+)
 from .state import TrainState
 from .trainer import SIGTERM_EXIT_CODE, Trainer
 
 __all__ = [
     "SIGTERM_EXIT_CODE",
+    "BestModel",
     "EpochSampler",
     "HardNegatives",
     "Metric",
+    "ModelEma",
     "TrainState",
     "Trainer",
     "TrainingConfig",
     "accuracy",
     "build_optimizer",
     "build_scheduler",
+    "describe_param_groups",
     "evaluate",
     "itm_accuracy",
     "latest_checkpoint",
+    "layer_id",
     "load_checkpoint",
     "lr_lambda",
     "make_loader",
     "metrics_for",
     "mlm_accuracy",
     "param_groups",
+    "rank_accuracy",
     "register_task_metrics",
     "save_checkpoint",
     "set_seed",

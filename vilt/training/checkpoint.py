@@ -6,6 +6,8 @@ Layout: ``<output_dir>/checkpoints/step_00000120/`` holding
 - ``optimizer.pt``: the optimizer state dict (tensors and numbers only; read back with
   ``torch.load(weights_only=True)``);
 - ``scheduler.json``, ``scaler.json`` (fp16 only): their state dicts;
+- ``<name>.safetensors`` for each extra state the trainer keeps (``ema``: the moving average
+  of the weights);
 - ``rng_<rank>.json`` / ``rng_<rank>.safetensors``: each process's python, numpy, torch and
   CUDA random states (accelerate's ``save_state`` pickles these; we do not);
 - ``processor/`` (when the Trainer has one): the processor the run trains with;
@@ -29,7 +31,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -139,11 +141,14 @@ def save_checkpoint(
     state: dict[str, Any],
     keep_last: int | None = None,
     processor: Any = None,
+    extra_states: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint of the current step (``state["global_step"]``) under ``root``,
     atomically, then keep only the last ``keep_last``. Every process must call this.
     ``processor`` (anything with ``save_pretrained``) is saved into its ``processor/``, so
-    that a resumed run reads the ids and image settings it trained with."""
+    that a resumed run reads the ids and image settings it trained with. ``extra_states``:
+    name -> an object whose ``state_dict()`` holds tensors (the EMA), each written as
+    ``<name>.safetensors``."""
     if not supported(accelerator):
         raise NotImplementedError(
             f"vilt checkpoints hold single-process and DDP runs, not {accelerator.distributed_type}"
@@ -172,6 +177,8 @@ def save_checkpoint(
             _write_json(tmp / SCALER_NAME, accelerator.scaler.state_dict())
         if processor is not None:
             processor.save_pretrained(tmp / PROCESSOR_DIR)
+        for extra, holder in (extra_states or {}).items():
+            save_file(_unshare(holder.state_dict()), str(tmp / f"{extra}.safetensors"))
     accelerator.wait_for_everyone()
 
     if main:
@@ -243,9 +250,13 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
     restore_random: bool = True,
+    extra_states: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint into the (prepared) model, optimizer, scheduler and scaler, set this
-    process's random states, and return its trainer state (the data position)."""
+    process's random states, and return its trainer state (the data position).
+    ``extra_states``: name -> an object with ``load_state_dict``, loaded from
+    ``<name>.safetensors``; the names the checkpoint lacks are listed under
+    ``state["missing_extra_states"]``."""
     path = Path(path)
     if not is_complete(path):
         raise FileNotFoundError(
@@ -268,6 +279,13 @@ def load_checkpoint(
     if accelerator.scaler is not None and (path / SCALER_NAME).is_file():
         with _naming(path / SCALER_NAME):
             accelerator.scaler.load_state_dict(_read_json(path / SCALER_NAME))
+    state["missing_extra_states"] = []
+    for extra, holder in (extra_states or {}).items():
+        if (path / f"{extra}.safetensors").is_file():
+            with _naming(path / f"{extra}.safetensors"):
+                holder.load_state_dict(load_file(str(path / f"{extra}.safetensors"), device="cpu"))
+        else:
+            state["missing_extra_states"].append(extra)
     rank = accelerator.process_index
     rng_json, rng_file = path / f"rng_{rank}.json", path / f"rng_{rank}.safetensors"
     if restore_random and rng_json.is_file() and rng_file.is_file():

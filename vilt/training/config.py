@@ -72,6 +72,51 @@ class TrainingConfig:
             "(default: %(default)s)"
         },
     )
+    layer_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "layer-wise learning-rate decay for fine-tuning: the final norm and heads "
+            "train at --lr, block i of N at lr * decay^(N - i), the embeddings at "
+            "lr * decay^(N + 1) (e.g. 0.75; none: off) (default: %(default)s)"
+        },
+    )
+    ema_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "keep an exponential moving average of the weights with this decay per "
+            "step (e.g. 0.999), evaluated beside them (ema_eval_*) and saved to "
+            "OUTPUT_DIR/ema (none: off) (default: %(default)s)"
+        },
+    )
+    ema_warmup: bool = field(
+        default=True,
+        metadata={
+            "help": "average early steps with the lower decay (1 + step) / (10 + step), so the "
+            "average does not remember the initial weights (default: %(default)s)"
+        },
+    )
+    save_best: str | None = field(
+        default=None,
+        metadata={
+            "help": "keep a copy of the model at its best evaluation by this metric in "
+            "OUTPUT_DIR/best (accuracy, loss, ema_accuracy, ... or a full eval_* / ema_eval_* "
+            "name; ema_ metrics keep the averaged weights) (default: %(default)s)"
+        },
+    )
+    save_best_mode: str | None = field(
+        default=None,
+        metadata={
+            "help": "max or min: whether higher --save-best values are better (default: min "
+            "for a loss, else max)"
+        },
+    )
+    early_stop_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "stop when --save-best has not improved for this many evaluations in a "
+            "row (needs --eval-every) (default: %(default)s)"
+        },
+    )
     save_model: bool = True  # save_pretrained(output_dir) at the end
     tensorboard: bool = True  # through accelerate's trackers, when tensorboard is installed
     extra: dict[str, Any] = field(default_factory=dict)  # recipe options, recorded as is
@@ -109,6 +154,52 @@ class TrainingConfig:
         )
         if self.max_grad_norm == 0:
             self.max_grad_norm = None
+        _check(
+            self.layer_decay is None or 0 < self.layer_decay <= 1,
+            "layer_decay",
+            self.layer_decay,
+            "must be None or in (0, 1]",
+        )
+        _check(
+            self.ema_decay is None or 0 <= self.ema_decay < 1,
+            "ema_decay",
+            self.ema_decay,
+            "must be None or in [0, 1)",
+        )
+        _check(
+            self.save_best_mode in (None, "max", "min"),
+            "save_best_mode",
+            self.save_best_mode,
+            "must be None, max or min",
+        )
+        _check(
+            self.early_stop_patience is None or self.early_stop_patience >= 1,
+            "early_stop_patience",
+            self.early_stop_patience,
+            "must be None or >= 1",
+        )
+        if self.early_stop_patience is not None:
+            _check(
+                bool(self.save_best),
+                "early_stop_patience",
+                self.early_stop_patience,
+                "watches the save_best metric: set save_best too",
+            )
+            _check(
+                self.eval_every is not None,
+                "early_stop_patience",
+                self.early_stop_patience,
+                "counts evaluations: set eval_every too",
+            )
+        if self.save_best == "":
+            self.save_best = None
+
+    @property
+    def best_mode(self) -> str:
+        """``save_best_mode``, or its default: min for a loss, else max."""
+        if self.save_best_mode is not None:
+            return self.save_best_mode
+        return "min" if (self.save_best or "").endswith("loss") else "max"
 
     def warmup_steps(self, total_steps: int) -> int:
         """The warmup in steps: a fraction of ``total_steps`` or a step count."""

@@ -62,7 +62,7 @@ def evaluate(
     the processes' batches may differ in size or number (items skipped as bad). Elsewhere
     (FSDP, DeepSpeed, streams dispatched from the main process) the rows are gathered batch
     by batch with ``gather_for_metrics``, which drops the repeated samples but needs every
-    process to see batches of the same size.
+    process to see batches of the same size, and one row per data set item in the last.
 
     Args:
         accelerator: the run's ``accelerate.Accelerator``, which prepared ``model`` and
@@ -102,7 +102,10 @@ def evaluate(
             for name, metric in (metrics or {}).items():
                 rows[name] = metric(output, inputs, meta)
             rows["_count"] = torch.ones(n, 2, device=accelerator.device)
-            if not uneven:
+            # one process: nothing to gather, nothing repeated; gather_for_metrics would cut
+            # the last batch to the items left over, too few rows where a collator makes
+            # several of one item (retrieval's ITM pairs)
+            if not uneven and accelerator.num_processes > 1:
                 rows = accelerator.gather_for_metrics(rows)
             for name, value in rows.items():
                 total = value.detach().double().sum(0).cpu()

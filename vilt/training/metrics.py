@@ -25,6 +25,7 @@ __all__ = [
     "itm_accuracy",
     "metrics_for",
     "mlm_accuracy",
+    "rank_accuracy",
     "register_task_metrics",
     "top_k_accuracy",
     "vqa_accuracy",
@@ -54,17 +55,28 @@ def _labels(batch: Mapping[str, Any], *names: str) -> torch.Tensor:
     raise KeyError(f"batch has none of {names} (the metric needs labels)")
 
 
+def _class_ids(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Class ids (B,) from class ids, or from soft targets (B, C) (Mixup, CutMix, label
+    smoothing): the class each row weighs most. Decided by shape, not by values."""
+    if labels.is_floating_point() and labels.shape == logits.shape:
+        return labels.argmax(-1)
+    return labels
+
+
 def accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
-    """Top-1 accuracy of ``logits`` (B, C) against class-index ``labels`` (B,)."""
-    labels = _labels(batch, "labels")
+    """Top-1 accuracy of ``logits`` (B, C) against class-index ``labels`` (B,), or against
+    the argmax of soft targets (B, C)."""
+    labels = _class_ids(_labels(batch, "labels"), output.logits)
     return _rows(output.logits.argmax(-1) == labels)
 
 
 def top_k_accuracy(k: int = 5) -> Metric:
-    """Whether the label is among the ``k`` highest logits (all classes when C <= k)."""
+    """Whether the label (or the argmax of soft targets) is among the ``k`` highest logits
+    (all classes when C <= k)."""
 
     def metric(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
-        logits, labels = output.logits, _labels(batch, "labels")
+        logits = output.logits
+        labels = _class_ids(_labels(batch, "labels"), logits)
         top = logits.topk(min(k, logits.shape[-1]), dim=-1).indices
         return _rows((top == labels.unsqueeze(-1)).any(-1))
 
@@ -79,6 +91,12 @@ def itm_accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any])
     return _rows(logits.argmax(-1) == _labels(batch, "itm_labels", "labels"))
 
 
+def rank_accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
+    """Retrieval: whether the matched candidate of each group (``labels`` (B,), its
+    position) has the highest of the group's ``scores`` (B, G)."""
+    return _rows(output.scores.argmax(-1) == _labels(batch, "labels"))
+
+
 def mlm_accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
     """Masked-token accuracy over the positions whose label is not -100; a sample weighs as
     many masked tokens as it has."""
@@ -89,13 +107,24 @@ def mlm_accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any])
     return _rows(correct.sum(-1), masked.sum(-1))
 
 
-def vqa_accuracy(id2label: Mapping[int | str, str] | Sequence[str] | None = None) -> Metric:
+def vqa_accuracy(
+    id2label: Mapping[int | str, str] | Sequence[str] | None = None,
+    *,
+    answer_type: str | None = None,
+) -> Metric:
     """VQA accuracy of the argmax answer.
 
     With ``id2label`` (or the answer list) and the human answers in ``meta["answers"]``: the
     official VQA accuracy (``vilt.data.vqa_accuracy``: leave-one-out min(matches / 3, 1)).
     Otherwise: the soft target of the predicted answer, ``labels[b, argmax]`` — ViLT's VQA
-    score, which equals the official accuracy for answers in the vocabulary."""
+    score, which equals the official accuracy for answers in the vocabulary.
+
+    Args:
+        id2label: the answer of each label id (a mapping or a list).
+        answer_type: score only the questions whose ``meta["answer_type"]`` is this (the
+            official evaluation's per-type accuracy: the mean over the questions of the
+            type); the others weigh 0.
+    """
     if id2label is None:
         names = None
     elif isinstance(id2label, Mapping):
@@ -106,17 +135,25 @@ def vqa_accuracy(id2label: Mapping[int | str, str] | Sequence[str] | None = None
     def metric(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
         pred = output.logits.argmax(-1)
         answers = meta.get("answers")
+        chosen = None
+        if answer_type is not None:
+            types = meta.get("answer_type") or [None] * len(pred)
+            chosen = torch.tensor([t == answer_type for t in types], device=pred.device)
         if names is not None and answers is not None:
             from vilt.data import vqa_accuracy as official
 
             pairs = list(zip(pred.tolist(), answers, strict=True))
-            scores = [official(names.get(int(p), ""), list(a)) if len(a) else 0.0 for p, a in pairs]
-            weights = [1.0 if len(a) else 0.0 for _, a in pairs]  # unanswered: not scored
-            return _rows(torch.tensor(scores), torch.tensor(weights)).to(pred.device)
+            scores = [official(names.get(int(p), ""), list(a)) if a else 0.0 for p, a in pairs]
+            weights = torch.tensor([1.0 if a else 0.0 for _, a in pairs])  # unanswered: none
+            weights = weights.to(pred.device) * (1.0 if chosen is None else chosen)
+            return _rows(torch.tensor(scores).to(pred.device) * weights, weights)
         labels = _labels(batch, "labels")
-        return _rows(labels.float().gather(1, pred.unsqueeze(1)).squeeze(1))
+        scores = labels.float().gather(1, pred.unsqueeze(1)).squeeze(1)
+        if chosen is None:
+            return _rows(scores)
+        return _rows(scores * chosen, chosen.float())
 
-    metric.__name__ = "vqa_accuracy"
+    metric.__name__ = "vqa_accuracy" if answer_type is None else f"vqa_accuracy[{answer_type}]"
     return metric
 
 
@@ -133,6 +170,7 @@ TASK_METRICS: dict[str, Callable[[Any], dict[str, Metric]]] = {
     "images-and-text-classification": _classification,
     "vqa": lambda config: {"vqa_accuracy": vqa_accuracy(getattr(config, "id2label", None))},
     "image-text-matching": lambda config: {"itm_accuracy": itm_accuracy},
+    "image-text-retrieval": lambda config: {"rank_accuracy": rank_accuracy},
     "masked-lm": lambda config: {"mlm_accuracy": mlm_accuracy},
     "pretraining": lambda config: {"itm_accuracy": itm_accuracy, "mlm_accuracy": mlm_accuracy},
 }

@@ -5,11 +5,20 @@ position embeddings) skip weight decay; parameters under ``model.head_prefixes``
 heads) train at ``lr * head_lr_multiplier``, as ViLT fine-tunes its VQA head at 10x. That
 makes up to four groups, each named (``decay``, ``no_decay``, ``head_decay``,
 ``head_no_decay``); empty ones are left out.
+
+Layer-wise learning-rate decay (``layer_decay``, for fine-tuning as BEiT and timm do) splits
+each of those by depth: the embeddings are layer 0, encoder block ``i`` (a name with
+``blocks.<i>.``) layer ``i + 1``, everything else (the final norm, a pooler, the heads)
+layer ``depth + 1``; layer ``l`` trains at ``lr * layer_decay ** (depth + 1 - l)`` (times
+the head multiplier for heads). Groups are then named ``layer_<l>_<split>``, the top layer
+first (the first group's lr is the one logged), and record ``layer``, ``lr_scale`` and the
+``pattern`` of the names they hold.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import torch
@@ -21,7 +30,9 @@ from .config import SCHEDULES, TrainingConfig
 __all__ = [
     "build_optimizer",
     "build_scheduler",
+    "describe_param_groups",
     "fused_adamw_supported",
+    "layer_id",
     "lr_lambda",
     "param_groups",
 ]
@@ -33,6 +44,36 @@ def _no_decay_names(model: nn.Module) -> set[str]:
     return {n for n, p in model.named_parameters() if p.ndim <= 1}
 
 
+_BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+
+
+def layer_id(name: str, depth: int) -> int:
+    """The depth of parameter ``name`` for layer-wise decay: 0 for embeddings (names with
+    ``embeddings.``, class tokens, position tables), ``i + 1`` for encoder block ``i``
+    (``blocks.<i>.``), ``depth + 1`` for the rest (final norm, pooler, heads).
+
+    Args:
+        name: the parameter's name in the model (``vit.encoder.blocks.3.attn.qkv.weight``).
+        depth: the number of encoder blocks.
+    """
+    block = _BLOCK.search(name)
+    if block:
+        return int(block.group(1)) + 1
+    if "embeddings." in name or name.rsplit(".", 1)[-1] in ("cls_token", "position_embeddings"):
+        return 0
+    return depth + 1
+
+
+def _pattern(name: str) -> str:
+    """What a group lists for ``name``: its block, its embeddings, or its module."""
+    block = _BLOCK.search(name)
+    if block:
+        return name[: block.end()] + "*"
+    if "embeddings." in name:
+        return name[: name.index("embeddings.") + len("embeddings.")] + "*"
+    return name.rsplit(".", 1)[0] + ".*" if "." in name else name
+
+
 def param_groups(
     model: nn.Module,
     *,
@@ -40,36 +81,69 @@ def param_groups(
     weight_decay: float,
     head_lr_multiplier: float = 1.0,
     head_prefixes: tuple[str, ...] | None = None,
+    layer_decay: float | None = None,
 ) -> list[dict]:
     """Parameter groups for a torch optimizer (frozen parameters are left out).
 
-    ``head_prefixes`` defaults to ``model.head_prefixes`` (empty for models without heads)."""
+    Args:
+        model: the model.
+        lr: the base learning rate.
+        weight_decay: for every parameter but those ``model.no_weight_decay()`` names.
+        head_lr_multiplier: the learning-rate factor of the heads.
+        head_prefixes: the heads' name prefixes (default: ``model.head_prefixes``).
+        layer_decay: layer-wise decay of the learning rate (see the module docstring);
+            None or 1: one rate for every layer.
+    """
     no_decay = _no_decay_names(model)
     heads = tuple(getattr(model, "head_prefixes", ()) if head_prefixes is None else head_prefixes)
-    groups: dict[str, list[nn.Parameter]] = {
-        "decay": [],
-        "no_decay": [],
-        "head_decay": [],
-        "head_no_decay": [],
-    }
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    depth = 1 + max((int(m.group(1)) for n, _ in named if (m := _BLOCK.search(n))), default=-1)
+    by_layer = layer_decay is not None and layer_decay != 1.0
+    groups: dict[tuple[int, str], list[tuple[str, nn.Parameter]]] = {}
+    for name, param in named:
         head = "head_" if heads and name.startswith(heads) else ""
-        groups[head + ("no_decay" if name in no_decay else "decay")].append(param)
+        split = head + ("no_decay" if name in no_decay else "decay")
+        layer = layer_id(name, depth) if by_layer else 0
+        groups.setdefault((layer, split), []).append((name, param))
+    splits = ("decay", "no_decay", "head_decay", "head_no_decay")
+    order = sorted(groups, key=lambda k: (-k[0], splits.index(k[1])))
     out = []
-    for name, params in groups.items():
-        if not params:
-            continue
-        out.append(
-            {
-                "name": name,
-                "params": params,
-                "lr": lr * (head_lr_multiplier if name.startswith("head_") else 1.0),
-                "weight_decay": 0.0 if name.endswith("no_decay") else weight_decay,
-            }
-        )
+    for layer, split in order:
+        members = groups[(layer, split)]
+        scale = layer_decay ** (depth + 1 - layer) if by_layer else 1.0
+        group = {
+            "name": f"layer_{layer:02d}_{split}" if by_layer else split,
+            "params": [p for _, p in members],
+            "lr": lr * scale * (head_lr_multiplier if split.startswith("head_") else 1.0),
+            "weight_decay": 0.0 if split.endswith("no_decay") else weight_decay,
+        }
+        if by_layer:
+            patterns = dict.fromkeys(_pattern(n) for n, _ in members)
+            group.update(layer=layer, lr_scale=scale, pattern=", ".join(patterns))
+        out.append(group)
     return out
+
+
+def describe_param_groups(groups: list[dict], base_lr: float) -> list[str]:
+    """One line per optimizer group: its name, learning rate (and its ratio to
+    ``base_lr``), weight decay, tensors and parameters, and the names it holds when it
+    records them (layer-wise decay).
+
+    Args:
+        groups: the optimizer's ``param_groups`` (or :func:`param_groups`' result).
+        base_lr: the rate the ratios are relative to (the config's ``lr``).
+    """
+    lines = []
+    for g in groups:
+        count = sum(p.numel() for p in g["params"])
+        line = (
+            f"{g.get('name', '?'):<24} lr {g['lr']:.3g} (x{g['lr'] / base_lr:.4g}) "
+            f"wd {g['weight_decay']:g} | {len(g['params'])} tensors, {count:,} params"
+        )
+        if g.get("pattern"):
+            line += f" | {g['pattern']}"
+        lines.append(line)
+    return lines
 
 
 def build_optimizer(
@@ -87,6 +161,7 @@ def build_optimizer(
         lr=config.lr,
         weight_decay=config.weight_decay,
         head_lr_multiplier=config.head_lr_multiplier,
+        layer_decay=config.layer_decay,
     )
     if not groups:
         raise ValueError("the model has no trainable parameters")

@@ -48,9 +48,10 @@ from .accel import build_accelerator, tracker_config, uses_tensorboard
 from .config import TrainingConfig
 from .evaluate import evaluate
 from .interrupt import StopRequests
+from .kept import KeptWeights
 from .loaders import make_loader
 from .metrics import Metric, metrics_for
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, describe_param_groups
 from .progress import StepWindow
 from .records import MetricsLog, data_skips, text_truncation, write_json_atomic
 from .resume import changed_settings, find_resume, settings_applied
@@ -61,6 +62,7 @@ __all__ = ["SIGTERM_EXIT_CODE", "Trainer"]
 
 logger = logging.getLogger("vilt.training")
 Callback = Callable[["Trainer", dict[str, Any]], None]
+Evaluator = Callable[["Trainer"], dict[str, float]]
 _END = object()
 SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a job ended by SIGTERM
 
@@ -69,6 +71,9 @@ class Trainer:
     """Trains ``model`` (called as ``model(**inputs)``, returning an output with ``.loss``).
 
     ``metrics``: name -> metric for :meth:`evaluate` (default: :func:`metrics_for` the model).
+    ``evaluators``: ``evaluator(trainer)`` runs after each evaluation of ``eval_dataset`` on
+    every process and returns more figures, ``{"eval_name": value}``, logged with it in
+    metrics.csv and the results: metrics that are not per-sample rows (retrieval recall).
     ``callbacks``: ``callback(trainer, record)`` after each optimizer step, where ``record``
     holds step, epoch, loss (the step's mean over its finite batches as a 0-dim device
     tensor: reading it waits for the device, which the trainer itself never does between
@@ -98,6 +103,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         accelerator: Accelerator | None = None,
         processor: Any = None,
+        evaluators: Sequence[Evaluator] = (),
         prepare_inputs: Callable[[torch.nn.Module, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
@@ -116,6 +122,7 @@ class Trainer:
         set_seed(config.seed)
         self.metrics = dict(metrics_for(model) if metrics is None else metrics)
         self.callbacks = list(callbacks)
+        self.evaluators = list(evaluators)
         self.collate_fn = collate_fn
         self._eval_collate = None if eval_dataset is None else eval_collate_fn or collate_fn
         self.train_dataset = train_dataset
@@ -123,12 +130,17 @@ class Trainer:
         self._loader_gen = torch.Generator()
         acc = self.accelerator
         optimizer = build_optimizer(model, config, device=acc.device)
+        if config.layer_decay is not None:
+            lines = describe_param_groups(optimizer.param_groups, config.lr)
+            acc.print(f"layer-wise lr decay {config.layer_decay:g}:\n  " + "\n  ".join(lines))
+        self.kept = KeptWeights(model, config, self.metrics, acc.device)  # EMA, best model
         train_loader = self._loader(train_dataset, collate_fn, train=True)
         eval_loader = None
         if eval_dataset is not None:
             eval_loader = self._loader(eval_dataset, eval_collate_fn or collate_fn, train=False)
         self.model, self.optimizer, self.train_loader = acc.prepare(model, optimizer, train_loader)
         self.eval_loader = acc.prepare(eval_loader) if eval_loader is not None else None
+        self._bare = self.unwrapped_model  # the same parameters, without wrappers
         self.steps_per_epoch = self._steps_per_epoch()
         if config.max_steps is None and self.steps_per_epoch is None:
             raise ValueError("the training data has no length: set TrainingConfig.max_steps")
@@ -192,9 +204,15 @@ class Trainer:
         inner = getattr(self.optimizer, "optimizer", self.optimizer)
         with settings_applied(inner, self.scheduler):
             saved = ckpt.load_checkpoint(
-                acc, path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
+                acc,
+                path,
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                extra_states=self.kept.extra_states(),
             )
         self.state = TrainState.from_record(saved)
+        self.kept.restore(saved, self.unwrapped_model, path)
         self.resume_changes = changes
         if changes:
             listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
@@ -256,11 +274,15 @@ class Trainer:
                     final_eval = self._last_eval
                 else:
                     final_eval = self.evaluate()
-                    self._log_row(log, {"step": self.state.global_step, **final_eval})
+                    step = self.state.global_step
+                    self.kept.after_eval(self.accelerator, self.unwrapped_model, final_eval, step)
+                    self._log_row(log, {"step": step, **final_eval})
             self._save()
         return self._finish(final_eval)
 
     def _done(self) -> bool:
+        if self.kept.should_stop:
+            return True  # early stopping
         if self.config.max_steps is None and self.state.epoch >= self.config.epochs:
             return True  # skipped batches leave steps of total_steps untaken: no extra epoch
         return self.state.global_step >= self.total_steps
@@ -282,6 +304,7 @@ class Trainer:
                     continue
                 st.global_step += 1
                 st.batch_in_epoch = consumed
+                self.kept.after_step(self._bare, st.global_step)
                 self._at_boundary = True
                 pbar.update(1)
                 self._after_step(log, pbar)
@@ -336,6 +359,7 @@ class Trainer:
         periodic = cfg.eval_every and step % cfg.eval_every == 0
         if self.eval_loader is not None and (periodic or self._done()):
             evaluated = self.evaluate()
+            self.kept.after_eval(acc, self.unwrapped_model, evaluated, step)
         self._log_row(log, {**row, **evaluated})
         if self.callbacks:
             record = {"step": step, "epoch": self._epoch_progress(), **evaluated}
@@ -391,7 +415,10 @@ class Trainer:
         if loader is None:
             raise ValueError("no eval_dataset given to the Trainer or to evaluate()")
         out = evaluate(self.accelerator, self.model, loader, self.metrics)
+        out.update(self.kept.evaluate(self.accelerator, loader, self.metrics))  # ema_eval_*
         if dataset is None:
+            for evaluator in self.evaluators:
+                out.update(evaluator(self))
             self._last_eval, self._eval_step = out, self.state.global_step
         return out
 
@@ -406,6 +433,7 @@ class Trainer:
         record = self.state.record(
             cfg, world_size=acc.num_processes, total_steps=self.total_steps, elapsed_s=elapsed
         )
+        record.update(self.kept.record())
         path = ckpt.save_checkpoint(
             acc,
             cfg.checkpoint_dir,
@@ -415,6 +443,7 @@ class Trainer:
             state=record,
             keep_last=cfg.keep_last,
             processor=self.processor,
+            extra_states=self.kept.extra_states(),
         )
         self._last_saved_step = self.state.global_step
         return path
@@ -458,6 +487,7 @@ class Trainer:
             "data_skips": data_skips(acc, train=self.train_dataset, eval=self.eval_dataset),
             "text_truncation": text_truncation(acc, train=self.collate_fn, eval=self._eval_collate),
             "config": cfg.to_dict(),
+            **self.kept.results(),  # best model, early stopping
         }
         if self._window.last_logged_loss is None and self.state.global_step:
             logger.warning("train_loss is None: the last logged steps had no finite loss")
@@ -465,6 +495,7 @@ class Trainer:
             guards.check_weights(unwrapped, "model", self.state.global_step)  # every process
             if acc.is_main_process:
                 unwrapped.save_pretrained(self.output_dir, processor=self.processor)
+                self.kept.save_final(self.output_dir, self.state.global_step)
         if acc.is_main_process:
             write_json_atomic(self.output_dir / "results.json", results)
         if self._trackers:

@@ -2,9 +2,9 @@
 
 Items are {"pixel_values": (3, H, W), "text": question, "labels": (num_answers,) soft
 scores (absent for splits without answers), "meta": {"question_id", "image_id",
-"answers"}}. The VQA collator turns "meta" into a batch["meta"] dict of lists that is not a
-model input: pop it before ``model(**batch)`` and use it for the VQA accuracy and a
-predictions file.
+"answers", "answer_type"}} (answer_type None where the annotations give none). The VQA
+collator turns "meta" into a batch["meta"] dict of lists that is not a model input: pop it
+before ``model(**batch)`` and use it for the VQA accuracy and a predictions file.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ class VQADataset(RecordDataset):
             "question_id": record.question_id,
             "image_id": record.image_key,
             "answers": record.answers,
+            "answer_type": record.answer_type,
         }
         return item
 
@@ -114,6 +115,7 @@ def _row_record(
     qid_col: str | None,
     iid_col: str | None,
     name: str,
+    type_col: str | None = None,
 ) -> VQARecord:
     """Row ``i`` as a record (``image``: a lazy stand-in for the row's image column); its
     fields read as :mod:`vilt.data.fields` says (a DataError names the row)."""
@@ -130,6 +132,7 @@ def _row_record(
         question=fields.text(row[question_col], "question", source),
         answers=answers,
         question_id=qid,
+        answer_type=None if type_col is None or row[type_col] is None else str(row[type_col]),
     )
 
 
@@ -178,15 +181,16 @@ def load_vqa_hf_records(
         raise DataError(f"{name}: no answers column {answers_col!r}; columns are {columns}")
     qid_col = "question_id" if "question_id" in columns else None
     iid_col = "image_id" if "image_id" in columns else None
+    type_col = "answer_type" if "answer_type" in columns else None
 
     columns = {"image_col": image_col, "question_col": question_col, "answers_col": answers_col,
-               "qid_col": qid_col, "iid_col": iid_col}  # fmt: skip
+               "qid_col": qid_col, "iid_col": iid_col, "type_col": type_col}  # fmt: skip
     to_record = partial(_row_record, name=name, **columns)  # picklable for spawned workers
 
     if isinstance(data, datasets.IterableDataset):
         return undecoded(data, image_col), to_record
     images = undecoded(data.select_columns([image_col]), image_col)
-    text_cols = [c for c in (question_col, answers_col, qid_col, iid_col) if c]
+    text_cols = [c for c in (question_col, answers_col, qid_col, iid_col, type_col) if c]
     rows = data.select_columns(text_cols).to_list()
     records, seen = [], fields.IdRegistry("question id")
     for i, row in enumerate(rows):

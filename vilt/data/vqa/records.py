@@ -26,11 +26,13 @@ __all__ = ["VQARecord", "load_easy_vqa_records", "load_vqav2_records", "vqav2_sp
 @dataclass
 class VQARecord(ImageRecord):
     """One question about one image, with its human answers (normalised; ``None`` when the
-    split has no annotations)."""
+    split has no annotations) and, where the annotations give one, its ``answer_type``
+    (VQAv2: "yes/no", "number" or "other"; the official evaluation reports accuracy by it)."""
 
     question: str = ""
     answers: list[str] | None = None
     question_id: Any = None
+    answer_type: str | None = None
 
 
 def check_question(record: VQARecord) -> None:
@@ -106,10 +108,13 @@ def _field(entry: Any, key: str, path: Path, n: int) -> Any:
     return entry[key]
 
 
-def _read_annotations(path: Path) -> dict[Any, list[str] | DataError]:
-    """Each question id's normalised answers, or the error its annotation gives (raised, or
-    counted, when a question asks for it)."""
+def _read_annotations(
+    path: Path,
+) -> tuple[dict[Any, list[str] | DataError], dict[Any, str]]:
+    """(question id -> normalised answers, or the error its annotation gives (raised, or
+    counted, when a question asks for it); question id -> answer_type where given)."""
     answers: dict[Any, list[str] | DataError] = {}
+    types: dict[Any, str] = {}
     seen = fields.IdRegistry("question id")
     for n, entry in enumerate(_list_field(read_json(path), "annotations", path)):
         where = f"{path.name} annotation {n}"
@@ -127,9 +132,11 @@ def _read_annotations(path: Path) -> dict[Any, list[str] | DataError]:
                 normalize_answer(fields.text(a["answer"], "answer", where, allow_empty=True))
                 for a in given
             ]
+            if entry.get("answer_type") is not None:
+                types[qid] = fields.text(entry["answer_type"], "answer_type", where)
         except DataError as err:
             answers[qid] = err  # a repeat spoils the id's answers: neither copy is used
-    return answers
+    return answers, types
 
 
 def load_vqav2_records(
@@ -157,8 +164,10 @@ def load_vqav2_records(
     if not images.is_dir():
         raise DataError(f"{images}: image directory not found (for {q_path.name})")
     present = set(os.listdir(images))
+    types: dict[Any, str] = {}
     if a_path.exists():
-        answers: dict[Any, list[str]] | None = _read_annotations(a_path)
+        answers: dict[Any, list[str] | DataError] | None
+        answers, types = _read_annotations(a_path)
     elif split.startswith("test"):
         answers = None
     else:
@@ -191,6 +200,7 @@ def load_vqav2_records(
         record = VQARecord(
             image=images / name, image_key=image_id, source=source, question=text,
             answers=None if answers is None else answers[qid], question_id=qid,
+            answer_type=types.get(qid),
         )  # fmt: skip
         records.append(record)
     return records
