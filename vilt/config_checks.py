@@ -67,7 +67,7 @@ def _type_problem(annotation: str, value: Any) -> str | None:
         return None if ok else "a finite number"
     if annotation == "bool":
         return None if isinstance(value, bool) else "true or false"
-    if annotation == "str":
+    if annotation in ("str", "str | None"):
         return None if isinstance(value, str) else "a string"
     if annotation == "int | tuple[int, int]":
         pair = isinstance(value, list | tuple) and len(value) == 2 and all(map(_is_int, value))
