@@ -63,3 +63,81 @@ def test_a_written_file_gets_the_usual_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_a_writer_that_makes_a_private_file_still_gets_the_umask_mode(tmp_path, umask):
+    """safetensors' save_file makes its file 0600: other users of a shared model directory
+    could not read it. The umask decides, as for any file the user writes."""
+    import torch
+    from safetensors.torch import save_file
+
+    mask = os.umask(umask)
+    try:
+        path = atomic.atomic_write(
+            tmp_path / "model.safetensors", lambda tmp: save_file({"w": torch.zeros(1)}, tmp)
+        )
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_file_set_changes_together_or_not_at_all(tmp_path):
+    atomic.write_text(tmp_path / "a.txt", "old a")
+    atomic.write_text(tmp_path / "b.txt", "old b")
+    with pytest.raises(RuntimeError, match="half way"), atomic.file_set(tmp_path) as stage:
+        atomic.write_text(stage / "a.txt", "new a")
+        raise RuntimeError("half way")
+    assert (tmp_path / "a.txt").read_text() == "old a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]  # stage removed
+    with atomic.file_set(tmp_path) as stage:
+        atomic.write_text(stage / "a.txt", "new a")
+        atomic.write_text(stage / "c.txt", "new c")
+    assert [(tmp_path / n).read_text() for n in ("a.txt", "b.txt", "c.txt")] == [
+        "new a", "old b", "new c"
+    ]  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "c.txt"]
+
+
+def test_settle_finishes_a_committed_set_and_drops_a_dead_writers_stage(tmp_path):
+    atomic.write_text(tmp_path / "a.txt", "old a")
+    atomic.write_text(tmp_path / "b.txt", "old b")
+    # a writer killed after its commit, one file moved: the set is new
+    done = tmp_path / ".vilt-staged.somehost.1.aaaa"
+    done.mkdir()
+    atomic.write_text(done / "b.txt", "new b")
+    atomic.write_json(done / ".committed.json", {"files": ["a.txt", "b.txt"]})
+    atomic.write_text(tmp_path / "a.txt", "new a")
+    # a writer on this host killed before its commit: ignored and removed
+    import socket
+
+    dead = subprocess_pid_that_has_ended()
+    left = tmp_path / f".vilt-staged.{socket.gethostname()}.{dead}.bbbb"
+    left.mkdir()
+    atomic.write_text(left / "a.txt", "never committed")
+    atomic.settle(tmp_path)
+    assert [(tmp_path / n).read_text() for n in ("a.txt", "b.txt")] == ["new a", "new b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_a_committed_set_in_a_read_only_directory_is_named(tmp_path, monkeypatch):
+    stage = tmp_path / ".vilt-staged.somehost.1.cccc"
+    stage.mkdir()
+    atomic.write_text(stage / "a.txt", "new a")
+    atomic.write_json(stage / ".committed.json", {"files": ["a.txt"]})
+
+    def read_only(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    monkeypatch.setattr(os, "replace", read_only)  # as on a directory without write access
+    with pytest.raises(OSError, match=r"vilt-staged\.somehost.*write access"):
+        atomic.settle(tmp_path)
+
+
+def subprocess_pid_that_has_ended() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(proc.stdout)

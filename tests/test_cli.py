@@ -60,6 +60,27 @@ def test_usage_errors_are_one_line(capsys):
     assert_one_line_error(2, capsys.readouterr().err, "required: --image, --question", "--help")
 
 
+def test_an_error_from_a_dataloader_worker_is_its_own_one_line(capsys):
+    from torch._utils import ExceptionWrapper
+
+    from vilt.cli import _guard
+    from vilt.data import ImageError
+
+    def worker_fails():
+        try:  # what a DataLoader worker does with an error, and the main process with that
+            raise ImageError(
+                "bad.png (pairs.jsonl line 8): not an image file", reason="corrupt_image"
+            )
+        except ImageError:
+            ExceptionWrapper(where="in DataLoader worker process 0").reraise()
+
+    assert _guard(worker_fails, debug=False) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "vilt: error: bad.png (pairs.jsonl line 8): not an image file (--debug shows the traceback)"
+    ]
+
+
 def test_predict_prints_the_top_answers(capsys, ckpts):
     image = ckpts["images"][0]
     code, out, _ = run(capsys, "predict", ckpts["vqa"], "--image", image, "--question", "what?")

@@ -97,3 +97,65 @@ def test_malformed_json_names_the_file(tmp_path):
     path.write_text("{oops")
     with pytest.raises(ConfigError, match="bad.json"):
         vilt.ViltConfig.load(path)
+
+
+BAD_FIELDS = [
+    ({"image_size": "384"}, "image_size must be one size or (height, width), in whole pixels"),
+    ({"image_size": [32.5, 32]}, "image_size must be one size or (height, width)"),
+    ({"hidden_size": "32"}, "hidden_size must be an integer, got '32' (str)"),
+    ({"num_labels": 2.0}, "num_labels must be an integer, got 2.0 (float)"),
+    ({"layer_norm_eps": "1e-6"}, "layer_norm_eps must be a finite number"),
+    ({"hidden_dropout_prob": None}, "hidden_dropout_prob must be a finite number"),
+    ({"qkv_bias": "false"}, "qkv_bias must be true or false"),
+    ({"hidden_act": 1}, "hidden_act must be a string"),
+    ({"id2label": ["red", "blue"]}, "id2label must be a mapping of label ids"),
+    ({"id2label": {"0": "red", "1": None}}, "id2label must be a mapping of label ids"),
+    ({"id2label": {"zero": "red"}}, "id2label must be a mapping of label ids"),
+    (
+        {"id2label": {"0": "red", "2": "blue"}},
+        "id2label must number its labels 0 to 1 without gaps",
+    ),
+    ({"label2id": {"red": "0"}}, "label2id must be a mapping of label names"),
+    ({"image_size": 36, "patch_size": 8}, "image_size 36 is not a whole number of patches"),
+    ({"image_size": [32, 30], "patch_size": 8}, "is not a whole number of patches"),
+]
+
+
+@pytest.mark.parametrize(("fields", "message"), BAD_FIELDS)
+def test_a_config_file_with_a_wrong_typed_field_names_the_file_and_the_field(
+    fields, message, tmp_path
+):
+    data = vilt.ViltConfig.from_preset("vilt-test").to_dict() | fields
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as err:
+        vilt.ViltConfig.load(path)
+    assert str(err.value).startswith(f"{path}: ViltConfig.") and message in str(err.value)
+
+
+def test_id2label_keys_in_any_order_and_as_ints_or_strings_are_one_config():
+    a = vilt.ViTConfig.from_preset("vit-test", id2label={"1": "dog", "0": "cat"})
+    b = vilt.ViTConfig.from_preset("vit-test", id2label={0: "cat", 1: "dog"})
+    assert a == b and a.num_labels == 2
+
+
+@pytest.mark.parametrize("kind", ["vilt", "transformers"])
+def test_a_checkpoint_whose_config_is_wrong_is_refused_naming_its_config_file(kind, tmp_path):
+    from tiny_checkpoints import save_vit
+
+    from vilt.modeling.pretrained import CheckpointError
+
+    out = save_vit(tmp_path / "vit", num_labels=3)
+    if kind == "transformers":
+        vilt.ViTForImageClassification.from_pretrained(out).save_pretrained(
+            tmp_path / "hf", format="transformers"
+        )
+        out = tmp_path / "hf"
+    config_file = out / "config.json"
+    data = json.loads(config_file.read_text())
+    data["id2label"] = {"0": "cat", "1": "dog", "5": "eel"}
+    config_file.write_text(json.dumps(data))
+    for load in (vilt.ViTForImageClassification.from_pretrained, vilt.load_model):
+        with pytest.raises(CheckpointError, match="without gaps") as err:
+            load(out)
+        assert str(err.value).startswith(f"{config_file}: ViTConfig.id2label")

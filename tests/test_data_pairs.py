@@ -89,9 +89,9 @@ def test_pair_file_bad_rows(tmp_path):
     )
     with pytest.raises(DataError, match=r"pairs\.jsonl: line 2: no caption"):
         load_pairs(jsonl)
-    ds = load_pairs(jsonl, skip_bad=True)
-    assert len(ds) == 3 and ds.skips.counts() == {"bad_record": 1}
-    assert ds[0] is not None and ds[1] is None and ds[2] is None  # missing file, empty caption
+    ds = load_pairs(jsonl, skip_bad=True)  # the empty caption is refused as it is read
+    assert len(ds) == 2 and ds.skips.counts() == {"bad_record": 1, "empty_text": 1}
+    assert ds[0] is not None and ds[1] is None  # the missing file, met when decoded
     assert ds.skips.counts() == {"missing_image": 1, "empty_text": 1, "bad_record": 1}
 
 

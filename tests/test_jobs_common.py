@@ -34,6 +34,8 @@ JOBS = {"vqa": vqa, "train-vit": train_vit, "pretrain": pretrain}
         ("pretrain", ["--mlm-probability", "1.5"], "--mlm-probability must be in [0, 1]"),
         ("pretrain", ["--epochs", "two"], "argument --epochs: invalid parse value: 'two'"),
         ("pretrain", ["--nope"], "unrecognized arguments: --nope"),
+        ("vqa", ["--tta-shift", "48"], "--tta-shift 48 must be smaller than the image (48"),
+        ("train-vit", ["--shift", "16"], "--shift 16 must be smaller than the image (16"),
     ],
 )
 def test_bad_flags_stop_with_one_error_line(job, argv, message, tmp_path, capsys):
@@ -41,8 +43,9 @@ def test_bad_flags_stop_with_one_error_line(job, argv, message, tmp_path, capsys
         JOBS[job].main([*argv, "--output-dir", str(tmp_path / "out")])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(f"vilt {job}: error: ") and message in err[-1], err
-    assert not any("Traceback" in line for line in err)
+    assert len(err) == 1, err  # the message alone, not the whole usage before it
+    assert err[0].startswith(f"vilt {job}: error: ") and message in err[0], err
+    assert err[0].endswith(f"(see vilt {job} --help)")
     assert not (tmp_path / "out").exists()  # nothing was started
 
 
@@ -102,6 +105,13 @@ def test_shift_moves_the_image_and_fills_with_zeros():
     assert all(o.shape == image.shape and o.dtype == torch.uint8 for o in out)
     kept = [int(o[0].sum()) for o in out]  # 16 unmoved, 12 one way, 9 diagonally
     assert set(kept) <= {16, 12, 9} and len(set(kept)) > 1
+
+
+@pytest.mark.parametrize("fill", ["zeros", "edge"])
+def test_a_shift_as_large_as_the_image_fails_at_the_first_batch(fill):
+    shift = RandomShift(lambda items: items, 4, fill=fill)
+    with pytest.raises(ValueError, match="up to 4 pixels does not fit an image of 4x4"):
+        shift([{"pixel_values": torch.ones(3, 4, 4), "meta": {"index": 0}}])
 
 
 def test_edge_shift_repeats_the_border_instead_of_black():

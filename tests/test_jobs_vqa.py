@@ -124,11 +124,15 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     args = [*TINY_VQA, "--max-steps", "4", "--save-every", "2", "--keep-last", "3"]
     whole = tmp_path / "whole"
     vqa.main([*args, "--output-dir", str(whole)])
-    # the same run cut after its step-2 checkpoint: what a killed run leaves behind
+    # the same run cut after its step-2 checkpoint: what a killed run leaves behind (the
+    # processor is saved with the model at the end, and into each checkpoint)
     cut = tmp_path / "cut"
     shutil.copytree(whole, cut)
     shutil.rmtree(cut / "checkpoints" / "step_00000004")
-    for name in ("model.safetensors", "results.json", "predictions.json"):
+    assert (cut / "checkpoints" / "step_00000002" / "processor" / "tokenizer.json").is_file()
+    for name in ("model.safetensors", "config.json", "results.json", "predictions.json",
+                 "tokenizer.json", "vocab.txt", "tokenizer_config.json",
+                 "special_tokens_map.json", "preprocessor_config.json"):  # fmt: skip
         (cut / name).unlink()
     vqa.main([*args, "--output-dir", str(cut), "--resume"])
     assert results(cut)["resumed_from"].endswith("step_00000002")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .jobs.parser import OneLineParser
 from .serving.cli import add_serve_parser, run_serve
 
 JOBS = {
@@ -32,13 +33,6 @@ EXAMPLES = """examples:
   vilt export runs/vqa vqa-onnx/ --format onnx --int8
   vilt serve runs/vqa --port 8000              # HTTP API and demo page
 """
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (the usage is one ``--help`` away)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _command(sub, name: str, help_text: str, description: str, examples: str):
@@ -171,7 +165,7 @@ def _add_export(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="vilt",
         description="Vision Transformers and ViLT: train, convert, embed, predict, inspect.",
         epilog=EXAMPLES,
@@ -218,8 +212,9 @@ def _run_predict(args) -> None:
 
 def _read_lines(path: str, what: str) -> list[str]:
     """One entry per line (a final newline ends the last line; it adds no entry)."""
-    with open(path, encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is no text
-        lines = fh.read().splitlines()
+    from .textfiles import read_text
+
+    lines = read_text(path).splitlines()  # a byte-order mark is no text; other encodings named
     if what == "image":
         blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
         if blank:
@@ -237,7 +232,11 @@ def _read_pairs(path: str) -> tuple[list[str], list[str]]:
     suffix = Path(path).suffix.lower()
     if suffix not in (".csv", ".jsonl", ".json"):
         raise ValueError(f"{path}: --pairs must be a .jsonl or .csv file")
-    with open(path, encoding="utf-8-sig", newline="") as fh:  # spreadsheets write a BOM
+    import io
+
+    from .textfiles import read_text
+
+    with io.StringIO(read_text(path), newline="") as fh:  # spreadsheets write a BOM
         if suffix == ".csv":
             rows = [(n, row) for n, row in enumerate(csv.DictReader(fh), 2)]
         else:
@@ -248,15 +247,17 @@ def _read_pairs(path: str) -> tuple[list[str], list[str]]:
                         rows.append((n, json.loads(line)))
                     except json.JSONDecodeError as err:
                         raise ValueError(f"{path}, line {n}: not valid JSON ({err.msg})") from None
+    from .data import fields
+
     images, texts = [], []
     base = Path(path).parent
     for n, row in rows:
-        fields = row if isinstance(row, dict) else {}
-        image, text = fields.get("image"), fields.get("text")
+        values = row if isinstance(row, dict) else {}
+        image, text = values.get("image"), values.get("text")
         if not (isinstance(image, str) and image.strip() and isinstance(text, str)):
             raise ValueError(f"{path}, line {n}: needs an 'image' path and a 'text' string")
-        images.append(str(base / image.strip()))
-        texts.append(text)
+        images.append(str(base / fields.text(image, "image", f"{path}, line {n}").strip()))
+        texts.append(fields.text(text, "text", f"{path}, line {n}", allow_empty=True))
     return images, texts
 
 
@@ -371,7 +372,7 @@ def _guard(action, debug: bool) -> int:
     except Exception as err:
         if debug:
             raise
-        message = " ".join(str(err).split()) or type(err).__name__
+        message = " ".join(_own_message(err).split()) or type(err).__name__
         if not isinstance(
             err, ValueError | TypeError | OSError | ImportError
         ):  # a surprise: say what kind
@@ -379,6 +380,18 @@ def _guard(action, debug: bool) -> int:
         print(f"vilt: error: {message} (--debug shows the traceback)", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0
+
+
+def _own_message(err: BaseException) -> str:
+    """The error's own message. An error raised in a DataLoader worker comes back with torch's
+    whole worker traceback as its message; its last line holds the message that names the
+    file and record."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
+    return last.removeprefix(prefix) if last.startswith(prefix) else last
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from .config_checks import check_field_types
+from .textfiles import TextFileError, read_text
+
 ACTIVATIONS = (
     "gelu",
     "gelu_new",
@@ -80,6 +83,7 @@ class _BaseConfig:
     label2id: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
+        self._check_types()
         if isinstance(self.image_size, list):
             self.image_size = tuple(self.image_size)
         if isinstance(self.patch_size, list):
@@ -94,6 +98,10 @@ class _BaseConfig:
         self.validate()
 
     # -- validation ---------------------------------------------------------------------------
+    def _check_types(self) -> None:
+        """Every field's JSON type, before any value is used (see :mod:`vilt.config_checks`)."""
+        check_field_types(self)
+
     def _positive_fields(self) -> tuple[str, ...]:
         return (
             "hidden_size",
@@ -125,6 +133,11 @@ class _BaseConfig:
         if ph > ih or pw > iw:
             raise ConfigError(
                 f"{name}.patch_size {self.patch_size!r} is larger than image_size {self.image_size!r}"
+            )
+        if ih % ph or iw % pw:  # the strided convolution would drop the last rows or columns
+            raise ConfigError(
+                f"{name}.image_size {self.image_size!r} is not a whole number of patches of "
+                f"patch_size {self.patch_size!r}"
             )
         if self.hidden_size % self.num_attention_heads != 0:
             raise ConfigError(
@@ -210,13 +223,17 @@ class _BaseConfig:
     def load(cls: type[C], path: str | os.PathLike, **overrides: Any) -> C:
         """Read a config written by ``save`` (or a transformers config.json of the same family)."""
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: not valid JSON ({err})") from err
+        except TextFileError as err:
+            raise ConfigError(str(err)) from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
-        return cls.from_dict(data, **overrides)
+        try:
+            return cls.from_dict(data, **overrides)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
 
     def replace(self: C, **changes: Any) -> C:
         """A copy with some fields changed (validated again)."""

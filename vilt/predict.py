@@ -59,6 +59,8 @@ def answer_question(
     ``tta_shift`` pixels each way), as ``vilt vqa --tta-flip --tta-shift`` scores."""
     if not isinstance(question, str):
         raise TypeError(f"question must be a string, got {type(question).__name__}")
+    if not question.strip():
+        raise ValueError("the question is empty: ask something about the image")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     views = test_time_views(flip=tta_flip, shift=tta_shift)

@@ -18,6 +18,9 @@ from typing import Any
 
 import torch
 
+from ..processing.images import ImageInputError
+from ..textfiles import TextFileError, read_text
+
 logger = logging.getLogger("vilt.data")
 
 # Why a record was skipped. A fixed list so the counts fit one shared-memory tensor.
@@ -29,6 +32,8 @@ SKIP_REASONS: tuple[str, ...] = (
     "too_large_image",
     "unknown_image_id",
     "empty_text",
+    "invalid_text",
+    "duplicate_id",
     "answer_not_in_vocab",
     "bad_record",
 )
@@ -40,6 +45,8 @@ _REASON_TEXT = {
     "too_large_image": "image too large",
     "unknown_image_id": "unknown image id",
     "empty_text": "empty question or caption",
+    "invalid_text": "text that is not valid Unicode",
+    "duplicate_id": "repeated id",
     "answer_not_in_vocab": "no answer in the vocabulary",
     "bad_record": "malformed record",
 }
@@ -57,8 +64,10 @@ class DataError(ValueError):
         self.reason = reason
 
 
-class ImageError(DataError):
-    """An image that cannot be decoded: missing, empty, truncated, corrupt or too large.
+class ImageError(DataError, ImageInputError):
+    """An image that cannot be decoded: missing, empty, truncated, corrupt or too large, or
+    whose values the image policy refuses. Also an ``ImageInputError``: one error family for
+    images, whichever path reads them.
 
     ``reason`` is one of the ``*_image`` names in :data:`SKIP_REASONS`."""
 
@@ -134,14 +143,15 @@ def describe_skips(counts: dict[str, int]) -> str:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; a syntax error names the file, line, column and character offset."""
+    """Parse a JSON file (UTF-8, a byte-order mark allowed); a syntax error names the file,
+    line, column and character offset, and a file in another encoding the first bad byte."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except TextFileError as err:
+        raise DataError(str(err)) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:

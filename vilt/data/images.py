@@ -1,11 +1,16 @@
 """Decoding images to RGB with errors that name the file and the record.
 
 ``load_image`` accepts what data sets hold: a path, raw bytes, a ``datasets`` image dict
-({"bytes", "path"}), a PIL image or a numpy array. Whatever goes wrong inside PIL comes out
-as an :class:`ImageError` saying which file (and which question or caption, when the
-caller passes ``source``) and why: missing, empty, truncated, corrupt, or larger than
-``max_pixels`` (a decompression bomb). Every mode becomes RGB: grayscale is replicated,
+({"bytes", "path"}), a PIL image, a numpy array or a torch tensor. Whatever goes wrong inside
+PIL comes out as an :class:`ImageError` saying which file (and which question or caption,
+when the caller passes ``source``) and why: missing, empty, truncated, corrupt, or larger
+than ``max_pixels`` (a decompression bomb). Every mode becomes RGB: grayscale is replicated,
 transparency is composited over white, 16-bit and float images are scaled to 8 bits.
+
+Pixel values follow the processor's one policy (:mod:`vilt.processing.images`): NaN,
+values out of range and odd dtypes are refused with the same message, as an ImageError
+(which is also an ``ImageInputError``), where this path used to turn NaN black and stretch
+out-of-range values.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..processing.images import ImageInputError, describe_input, to_8bit
 from .errors import ImageError, describe
 
 __all__ = ["ImageError", "load_image", "to_rgb"]
@@ -38,9 +45,9 @@ def load_image(
         raise ImageError(f"{describe(None, source)}: no image", reason="missing_image")
     if isinstance(image, Image.Image):
         _check_size(image, limit, "<in-memory image>", source)
-        return to_rgb(image)
-    if isinstance(image, np.ndarray):
-        return to_rgb(_from_array(image, source))
+        return to_rgb(image, source=source)
+    if isinstance(image, np.ndarray | torch.Tensor):
+        return to_rgb(image, source=source)
     if isinstance(image, dict):  # datasets.Image(decode=False) rows
         data, path = image.get("bytes"), image.get("path")
         if data is not None:
@@ -72,7 +79,7 @@ def load_image(
         return _decode(path, path, source, limit)
     raise TypeError(
         f"{describe(None, source)}: cannot read an image from {type(image).__name__}; "
-        "pass a path, bytes, a PIL image or a numpy array"
+        "pass a path, bytes, a PIL image, a numpy array or a torch tensor"
     )
 
 
@@ -100,7 +107,7 @@ def _decode(fp: Any, name: Any, source: str | None, limit: int | None) -> Image.
                 _check_size(im, limit, name, source)
                 im.load()
                 # a copy (turned upright by its EXIF orientation) that outlives the file
-                return to_rgb(ImageOps.exif_transpose(im))
+                return to_rgb(ImageOps.exif_transpose(im), source=describe(name, source))
         except ImageError:
             raise
         except Image.DecompressionBombError as err:
@@ -121,57 +128,20 @@ def _decode(fp: Any, name: Any, source: str | None, limit: int | None) -> Image.
             ) from None
 
 
-def _from_array(array: np.ndarray, source: str | None) -> Image.Image:
-    """(H, W), (H, W, C) or channels-first (C, H, W) arrays, any numeric dtype."""
-    a = np.asarray(array)
-    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
-        a = np.moveaxis(a, 0, -1)
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
-        raise ImageError(
-            f"{describe(None, source)}: array of shape {a.shape} is not an image",
-            reason="corrupt_image",
-        )
-    if a.size == 0:
-        raise ImageError(
-            f"{describe(None, source)}: image array has zero size {a.shape}", reason="empty_image"
-        )
-    if a.dtype != np.uint8:
-        a = _to_uint8(a.astype(np.float64), bits16=a.dtype == np.uint16)
-    return Image.fromarray(a, "RGBA" if a.ndim == 3 and a.shape[-1] == 4 else None)
+def to_rgb(
+    image: Image.Image | np.ndarray | torch.Tensor, *, source: str | None = None
+) -> Image.Image:
+    """Any PIL mode, array or tensor to an RGB PIL image, by the processor's policy
+    (:func:`vilt.processing.images.to_8bit`): transparency over white, 16-bit and float
+    scaled, grayscale replicated; a value it refuses is an :class:`ImageError`.
 
-
-def _to_uint8(a: np.ndarray, *, bits16: bool = False) -> np.ndarray:
-    """16-bit data: divide by 257 (65535 -> 255). Floats in [0, 1]: times 255. Anything
-    else outside [0, 255]: stretched to its own min..max."""
-    lo, hi = float(a.min()), float(a.max())
-    if bits16 or (hi > 255 and hi <= 65535 and lo >= 0 and np.all(a == np.round(a))):
-        a = a / 257.0
-    elif lo >= 0 and hi <= 1:
-        a = a * 255.0
-    elif lo < 0 or hi > 255:
-        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
-    return np.clip(np.round(a), 0, 255).astype(np.uint8)
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL mode to RGB: transparency over white, 16-bit/float scaled, CMYK/YCbCr converted."""
-    mode = im.mode
-    if mode == "RGB":
-        return im
-    if mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-        mode = im.mode
-    elif mode in ("LA", "PA", "La", "RGBa") or (mode == "L" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        mode = "RGBA"
-    if mode == "RGBA":
-        background = Image.new("RGB", im.size, (255, 255, 255))
-        background.paste(im, mask=im.getchannel("A"))
-        return background
-    if mode.startswith("I") or mode == "F":
-        a = np.asarray(im).astype(np.float64)
-        bits16 = mode.startswith("I;16")
-        return Image.fromarray(_to_uint8(a, bits16=bits16)).convert("RGB")
-    return im.convert("RGB")
+    Args:
+        image: the image.
+        source: the record, for messages.
+    """
+    name = source if source else describe_input(image)
+    try:
+        eight_bit = to_8bit(image, name)
+    except ImageInputError as err:
+        raise ImageError(str(err), reason=err.reason) from None
+    return eight_bit if eight_bit.mode == "RGB" else eight_bit.convert("RGB")

@@ -27,6 +27,7 @@ masks are made per batch by :class:`vilt.data.collate.PretrainingCollator`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -37,6 +38,8 @@ from typing import Any
 
 import datasets
 
+from ..textfiles import TextFileError, read_text
+from . import fields
 from .base import ImageRecord, RecordDataset
 from .corpora import corpus_records, is_conceptual_captions, json_layout
 from .easy_vqa import easy_vqa_facts
@@ -59,8 +62,9 @@ class PairRecord(ImageRecord):
 
 
 def check_caption(record: PairRecord) -> None:
-    if not isinstance(record.caption, str) or not record.caption.strip():
-        raise DataError(f"{record.source}: empty caption", reason="empty_text")
+    """A caption that is not text, not valid Unicode or empty is an error naming the record
+    (:func:`vilt.data.fields.text`)."""
+    fields.text(record.caption, "caption", record.source)
 
 
 class PairsDataset(RecordDataset):
@@ -148,31 +152,38 @@ def coco_records(
     ):
         raise DataError(f"{path}: expected a JSON object with 'images' and 'annotations' lists")
     root = Path(image_dir) if image_dir is not None else path.parent
-    files = {}
+    files: dict[Any, Path | DataError] = {}
+    seen = fields.IdRegistry("image id")
     for n, image in enumerate(data["images"]):
+        where = f"{path.name} images[{n}]"
         if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
             raise DataError(f"{path}: images[{n}] needs 'id' and 'file_name'")
-        files[image["id"]] = root / image["file_name"]
+        image_id = fields.identifier(image["id"], "id", where)
+        try:
+            seen.add(image_id, where)
+            files[image_id] = root / fields.text(image["file_name"], "file_name", where)
+        except DataError as err:
+            files[image_id] = err  # a repeated id names two files: neither is used
     records = []
     for n, ann in enumerate(data["annotations"]):
         source = f"{path.name} annotations[{n}]"
-        if not isinstance(ann, dict) or "image_id" not in ann or "caption" not in ann:
-            skip_or_raise(
-                DataError(f"{path}: annotations[{n}] needs 'image_id' and 'caption'"), skips
-            )
-            continue
-        image_id = ann["image_id"]
-        if image_id not in files:
-            err = DataError(
-                f"{source}: image id {image_id} is not among the file's images",
-                reason="unknown_image_id",
-            )
+        try:
+            if not isinstance(ann, dict) or "image_id" not in ann or "caption" not in ann:
+                raise DataError(f"{path}: annotations[{n}] needs 'image_id' and 'caption'")
+            image_id = fields.identifier(ann["image_id"], "image_id", source)
+            if image_id not in files:
+                raise DataError(
+                    f"{source}: image id {image_id} is not among the file's images",
+                    reason="unknown_image_id",
+                )
+            if isinstance(files[image_id], DataError):
+                raise files[image_id]
+            caption = fields.text(ann["caption"], "caption", f"{source} (image {image_id})")
+        except DataError as err:
             skip_or_raise(err, skips)
             continue
         records.append(
-            PairRecord(
-                files[image_id], image_id, f"{source} (image {image_id})", caption=ann["caption"]
-            )
+            PairRecord(files[image_id], image_id, f"{source} (image {image_id})", caption=caption)
         )
     return records
 
@@ -184,23 +195,31 @@ def _pick(row: dict, keys: Sequence[str], what: str, where: str) -> Any:
     raise DataError(f"{where}: no {what} (expected one of {list(keys)})")
 
 
+def _text_of(path: Path) -> str:
+    """A pair file's text (UTF-8, a byte-order mark allowed), or a DataError naming the
+    line and column where it is not UTF-8."""
+    try:
+        return read_text(path)
+    except TextFileError as err:
+        raise DataError(str(err)) from None
+
+
 def _rows_jsonl(path: Path) -> list[tuple[int, Any]]:
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((n, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"{path}: malformed JSON at line {n} column {err.colno}: {err.msg}"
-                ) from None
+    for n, line in enumerate(io.StringIO(_text_of(path)), 1):  # lines end at \n only
+        if not line.strip():
+            continue
+        try:
+            rows.append((n, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{path}: malformed JSON at line {n} column {err.colno}: {err.msg}"
+            ) from None
     return rows
 
 
 def _rows_csv(path: Path) -> list[tuple[int, Any]]:
-    with path.open(encoding="utf-8", newline="") as f:
+    with io.StringIO(_text_of(path), newline="") as f:
         reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         if not reader.fieldnames:
             raise DataError(f"{path}: no header row (expected image and caption columns)")
@@ -221,8 +240,8 @@ def load_pair_file(
         try:
             if not isinstance(row, dict):
                 raise DataError(f"{where}: expected an object with image and caption")
-            image = Path(_pick(row, _IMAGE_KEYS, "image path", where))
-            caption = str(_pick(row, _CAPTION_KEYS, "caption", where))
+            image = Path(fields.text(_pick(row, _IMAGE_KEYS, "image path", where), "image", where))
+            caption = fields.text(_pick(row, _CAPTION_KEYS, "caption", where), "caption", where)
         except DataError as err:
             skip_or_raise(err, skips)
             continue
@@ -234,23 +253,24 @@ def load_pair_file(
 # ---- datasets ----------------------------------------------------------------------------
 
 
-def _captions_of(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
+def _captions_of(value: Any, where: str) -> list[str]:
+    """A row's captions: a string, a list of them, or a dict with "raw", "caption" or
+    "text"; each must be text (:func:`vilt.data.fields.text`)."""
     if isinstance(value, dict):  # e.g. {"raw": "...", ...} or datasets' dict of lists
-        return _captions_of(value.get("raw", value.get("caption", value.get("text"))))
-    return [c for v in (value or []) for c in _captions_of(v)]
+        return _captions_of(value.get("raw", value.get("caption", value.get("text"))), where)
+    if isinstance(value, list | tuple):
+        return [c for v in value for c in _captions_of(v, where)]
+    return [fields.text(value, "caption", where)]
 
 
 def _stream_record(
     row: dict, i: int, *, image_col: str, caption_col: str, iid_col: str | None, name: str
 ) -> PairRecord:
     """A streamed row's first caption with its image (a partial of it is picklable)."""
-    captions = _captions_of(row[caption_col])
-    key = row[iid_col] if iid_col else i
-    return PairRecord(
-        row[image_col], key, f"row {i} of {name}", caption=captions[0] if captions else ""
-    )
+    where = f"row {i} of {name}"
+    captions = _captions_of(row[caption_col], where)
+    key = fields.identifier(row[iid_col], "image_id", where) if iid_col else i
+    return PairRecord(row[image_col], key, where, caption=captions[0] if captions else "")
 
 
 def load_pairs(
@@ -335,8 +355,14 @@ def load_pairs(
         text = data.select_columns([c for c in (caption_col, iid_col) if c]).to_list()
         records = []
         for i, row in enumerate(text):
-            key = row[iid_col] if iid_col else i
-            for n, caption in enumerate(_captions_of(row[caption_col]) or [""]):
+            try:
+                where = f"row {i} of {name}"
+                key = fields.identifier(row[iid_col], "image_id", where) if iid_col else i
+                captions = _captions_of(row[caption_col], where)
+            except DataError as err:
+                skip_or_raise(err, skips)
+                continue
+            for n, caption in enumerate(captions or [""]):
                 records.append(
                     PairRecord(
                         RowImage(images, i), key, f"row {i} of {name} caption {n}", caption=caption

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..modeling.pretrained import CheckpointError
+from ..textfiles import TextFileError, read_text
 from .reader import CONFIG_NAME, read_weights, resolve
 
 # BERT's embedding names -> vilt's TextEmbeddings names (older checkpoints say gamma/beta)
@@ -29,9 +30,11 @@ def _bert_directory(path_or_name: str) -> tuple[Path, dict[str, Any]]:
     if local is None or not (local / CONFIG_NAME).is_file():
         raise CheckpointError(f"{path_or_name}: not a BERT checkpoint directory or hub name")
     try:
-        config = json.loads((local / CONFIG_NAME).read_text("utf-8"))
+        config = json.loads(read_text(local / CONFIG_NAME))
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{local / CONFIG_NAME}: not valid JSON ({err})") from err
+    except TextFileError as err:
+        raise CheckpointError(str(err)) from None
     if not isinstance(config, dict) or config.get("model_type") != "bert":
         kind = config.get("model_type") if isinstance(config, dict) else None
         raise CheckpointError(

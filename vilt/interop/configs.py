@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import ACTIVATIONS, ViltConfig, ViTConfig, to_pair
-from ..modeling.pretrained import CheckpointError
+from ..modeling.pretrained import CheckpointError, architecture_of
 from .keymaps import TRANSFORMERS_TO_VILT, VILT_TO_TRANSFORMERS
 
 # Fields both sides share, by family; every one of them reaches the computation or the labels.
@@ -45,9 +45,8 @@ CONFIG_CLASSES = {"vit": ViTConfig, "vilt": ViltConfig}
 
 
 def _labels(data: dict[str, Any]) -> dict[str, Any]:
-    if data.get("id2label"):
-        id2label = {int(k): str(v) for k, v in data["id2label"].items()}
-        return {"id2label": id2label, "num_labels": len(id2label)}
+    if data.get("id2label"):  # as written: the config checks its keys and names
+        return {"id2label": data["id2label"]}
     for key in ("num_labels", "_num_labels"):  # older configs without label names
         if isinstance(data.get(key), int):
             return {"num_labels": data[key]}
@@ -80,7 +79,7 @@ def config_from_transformers(data: dict[str, Any], *, source: str) -> dict[str, 
             out[key] = tuple(out[key])
     out.update(_labels(data))
     out["model_type"] = family
-    arch = (data.get("architectures") or [""])[0]
+    arch = architecture_of(data, source)
     out["architectures"] = [TRANSFORMERS_TO_VILT.get(arch, arch)]
     return out
 

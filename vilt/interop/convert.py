@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import file_set
 from ..modeling.auto import model_classes
 from ..modeling.pretrained import CheckpointError, read_checkpoint
 from .reader import resolve
@@ -52,10 +53,11 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str | None = 
     if len(dtypes) == 1 and (dtype := dtypes.pop()) != torch.float32:
         model = model.to(dtype)
     out = Path(dst)
-    model.save_pretrained(out, format=to)
     source_dir = resolve(src)
-    if source_dir is not None and source_dir.is_dir() and source_dir.resolve() != out.resolve():
-        for name in SIDE_FILES:
+    copy = source_dir is not None and source_dir.is_dir() and source_dir.resolve() != out.resolve()
+    with file_set(out) as stage:  # the weights and the files copied along change together
+        model.save_pretrained(stage, format=to)
+        for name in SIDE_FILES if copy else ():
             if (source_dir / name).is_file():
-                shutil.copyfile(source_dir / name, out / name)
+                shutil.copyfile(source_dir / name, stage / name)
     return out

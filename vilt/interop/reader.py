@@ -24,6 +24,7 @@ from ..modeling.pretrained import (
     read_vilt_checkpoint,
 )
 from ..processing.files import hub_snapshot, is_repo_id
+from ..textfiles import TextFileError, read_text
 from .configs import config_from_transformers
 from .keymaps import transformers_to_vilt
 
@@ -101,8 +102,8 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
 
 def _load_sharded(index_file: Path) -> dict[str, torch.Tensor]:
     try:
-        weight_map = json.loads(index_file.read_text("utf-8"))["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        weight_map = json.loads(read_text(index_file))["weight_map"]
+    except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{index_file}: not a shard index with a weight_map ({err})") from err
     state: dict[str, torch.Tensor] = {}
     for shard in sorted(set(weight_map.values())):
@@ -134,9 +135,11 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 def _read_config(config_file: Path) -> dict[str, Any]:
     try:
-        data = json.loads(config_file.read_text("utf-8"))
+        data = json.loads(read_text(config_file))
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{config_file}: not valid JSON ({err})") from err
+    except TextFileError as err:
+        raise CheckpointError(str(err)) from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{config_file}: expected a JSON object")
     return data

@@ -29,6 +29,7 @@ __all__ = [
     "RandAugment",
     "RandomShift",
     "add_randaugment_flags",
+    "check_shifts",
     "with_randaugment",
 ]
 
@@ -134,10 +135,35 @@ class RandomShift(_ItemAugment):
     def augment(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         k = self.pixels
         h, w = image.shape[-2:]
+        if k >= min(h, w):  # a shape check: the first batch fails, not a random later one
+            raise ValueError(
+                f"a shift of up to {k} pixels does not fit an image of {h}x{w}: a shift must be "
+                "smaller than the image"
+            )
         dy, dx = rng.integers(0, 2 * k + 1, size=2).tolist()
         if self.fill == "zeros":
             return F.pad(image, (k, k, k, k))[..., dy : dy + h, dx : dx + w].contiguous()
         return shift_image(image, k - dy, k - dx).contiguous()
+
+
+def check_shifts(args: argparse.Namespace, size: int) -> None:
+    """Refuse a training shift (``--shift``) or test-time shift (``--tta-shift``) that is not
+    smaller than the image: such a view holds no part of the image, only its border. Checked
+    before training starts, so that a bad flag does not cost a run.
+
+    Args:
+        args: the job's flags.
+        size: the image's shorter side, in pixels, as the model sees it.
+
+    Raises:
+        ValueError: naming the flag, its value and the image size.
+    """
+    for flag in ("shift", "tta_shift"):
+        value = getattr(args, flag, 0) or 0
+        if value >= size:
+            raise ValueError(
+                f"--{flag.replace('_', '-')} {value} must be smaller than the image ({size} pixels)"
+            )
 
 
 # torchvision's RandAugment operations (none flips an image, none cuts a hole in it: ViLT left

@@ -30,11 +30,13 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ..config import PRESETS, ConfigError, ViltConfig, get_preset
+from ..config import PRESETS, ConfigError, ViltConfig, get_preset, to_pair
 from ..training import TrainingConfig, evaluate, make_loader, metrics_for
 from ..training.accel import build_accelerator, process_state
 from ..training.records import write_json_atomic
+from .augment import check_shifts
 from .models import add_vilt_start_flags, check_vilt_start
+from .parser import OneLineParser
 from .presets import apply_recipe_preset, note_overrides
 from .summary import percent, summary, write_curves
 
@@ -102,7 +104,7 @@ def job_parser(
     ``head_lr_multiplier`` are (from scratch, from ``--init``) pairs: a new model trains
     every weight at one rate, a checkpoint's new head learns faster than its backbone.
     ``data_many``: ``--data`` may be given several times (a list, or None)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=prog,
         description=description,
         epilog=examples,
@@ -221,10 +223,15 @@ def parse_job_args(
     if not args.eval_only:
         try:
             _global_batch(args)
-            get_preset(args.preset, **_sizes(args))
+            config = get_preset(args.preset, **_sizes(args))
             TrainingConfig.from_args(args)
         except (ConfigError, ValueError) as err:
             parser.error(str(err))
+        if args.init is None and getattr(args, "init_vision", None) is None:  # else once read
+            try:
+                check_shifts(args, min(to_pair(config.image_size)))
+            except ValueError as err:
+                parser.error(str(err))
     return args
 
 

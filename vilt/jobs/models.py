@@ -29,6 +29,7 @@ from ..modeling import PreTrainedModel, ViTModel
 from ..modeling.from_vit import vilt_config_from_vit
 from ..modeling.pretrained import Checkpoint, CheckpointError, read_checkpoint
 from ..processing import ImageProcessor, Tokenizer, ViltProcessor, train_tokenizer
+from ..training import latest_checkpoint
 
 __all__ = [
     "ViltStart",
@@ -82,9 +83,16 @@ def has_image_processor(path_or_name: str | os.PathLike) -> bool:
 
 
 def resumed_processor(out: Path, resume: Any) -> ViltProcessor | None:
-    """The processor a run saved in ``out`` when it is resumed, so its ids stay the same."""
-    if resume and (out / "tokenizer.json").is_file():
-        return ViltProcessor.from_pretrained(out)
+    """The processor of the run that ``resume`` continues, so its ids stay the same: the one
+    in the checkpoint it resumes from (the one named, or the latest under ``out``), else the
+    one saved with the model in ``out``; None when not resuming or there is none."""
+    if not resume:
+        return None
+    named = resume is not True and str(resume).lower() not in ("true", "latest")
+    checkpoint = Path(resume) if named else latest_checkpoint(out / "checkpoints")
+    for directory in (checkpoint / "processor" if checkpoint else None, out):
+        if directory is not None and (directory / "tokenizer.json").is_file():
+            return ViltProcessor.from_pretrained(directory)
     return None
 
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..textfiles import read_text
+
 __all__ = [
     "AppliedPreset",
     "RecipePreset",
@@ -109,7 +111,7 @@ def read_recipe_preset(
             raise ValueError(_not_found(str(name_or_file), search))
         path = named
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
     if not isinstance(data, dict) or not isinstance(data.get("flags"), dict):

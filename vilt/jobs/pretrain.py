@@ -187,8 +187,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("--max-train-examples needs data that is not streamed")
         train = limit(train, args.max_train_examples, shuffle=True, seed=args.seed)
     test = _held_out(job, processor)
-    if job.is_main:
-        processor.save_pretrained(job.out)
     described = train.describe() if hasattr(train, "describe") else _data_name(args)
     size = f"{len(train):,} training" if not isinstance(train, IterableDataset) else "streamed"
     job.say(
@@ -203,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         collate_fn=_collator(args, processor, train),
         eval_collate_fn=_eval_collator(args, processor),
         prepare_inputs=HardNegatives() if args.itm_negatives == "hard" else None,
+        processor=processor,  # saved with the model, as one set
     )
     results = trainer.train()
     job.save_beside_kept(processor)

@@ -168,8 +168,6 @@ def _train(job: Job) -> int:
     for note in getattr(train, "notes", ()):
         job.say(note)
     train = limit(train, args.max_train_examples, shuffle=True, seed=args.seed)
-    if job.is_main:
-        processor.save_pretrained(job.out)
     job.say(
         f"image classification on {args.data or 'digits'}: {len(train):,} training and "
         f"{len(test):,} {args.eval_split} images, {num_labels} classes, "
@@ -184,6 +182,7 @@ def _train(job: Job) -> int:
         eval_dataset=test,
         collate_fn=image_augment.wrap(shifted, args, num_labels),
         eval_collate_fn=collate,
+        processor=processor,  # saved with the model, as one set
     )
     results = trainer.train()
     job.save_beside_kept(processor)  # ema/ and best/ load with their processor too

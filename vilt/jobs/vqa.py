@@ -30,6 +30,7 @@ from .augment import (
     RandomShift,
     add_randaugment_flags,
     check_randaugment_flags,
+    check_shifts,
     with_randaugment,
 )
 from .common import Job, job_parser, parse_job_args, percent
@@ -189,6 +190,7 @@ def _train(job: Job) -> int:
     start = models.ViltStart(args, ViltForQuestionAnswering)
     processor = models.resumed_processor(job.out, args.resume)
     image_processor = processor.image_processor if processor else start.image_processor()
+    check_shifts(args, image_processor.size)
     transform = partial(image_processor.preprocess_one, normalize=False)
     vocab = _init_vocab(start.init)
     train = load_split(
@@ -206,8 +208,6 @@ def _train(job: Job) -> int:
     fields = {"id2label": train.vocab.id2label, "num_labels": len(train.vocab), "pooled_only": True}
     model = start.build(ViltForQuestionAnswering, processor, **fields)
     job.model_start = start.record(model)
-    if job.is_main:
-        processor.save_pretrained(job.out)
     collate = VQACollator(processor)
     job.say(
         f"VQA on {args.data or 'easy-vqa'}: {len(train.dataset):,} training and "
@@ -222,6 +222,7 @@ def _train(job: Job) -> int:
         collate_fn=_augment(collate, args),
         eval_collate_fn=VQACollator(processor),  # its own counts of texts cut
         metrics=answer_type_metrics(model, test.records),
+        processor=processor,  # saved with the model, as one set
     )
     results = trainer.train()
     job.save_beside_kept(processor)
@@ -235,6 +236,7 @@ def _evaluate(job: Job) -> int:
     source = job.model_dir()
     model = ViltForQuestionAnswering.from_pretrained(source, pooled_only=True)
     processor = ViltProcessor.from_pretrained(source)
+    check_shifts(args, processor.image_processor.size)
     if not model.config.id2label:
         raise ValueError(f"{source}: the model has no answer names (id2label) to evaluate")
     vocab = AnswerVocab.from_id2label(model.config.id2label)

@@ -4,6 +4,10 @@ vilt's own format is a directory with ``config.json`` (the config, the model cla
 ``vilt_format`` version) and ``model.safetensors``. Other formats (transformers checkpoints, hub
 names) plug in as readers and writers registered by ``vilt.interop``; modeling never imports
 interop, so the dependency points one way.
+
+Whatever the format, a save writes its files (and the processor's, when one is saved with the
+model) as one set (:func:`vilt.atomic.file_set`): a reader sees the previous checkpoint or the
+new one, never new weights under an old config, even when the save was killed half way.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..atomic import atomic_write
-from ..config import ViltConfig, ViTConfig, to_pair
+from ..atomic import atomic_write, file_set, settle
+from ..config import ConfigError, ViltConfig, ViTConfig, to_pair
+from ..textfiles import TextFileError, read_text
 from .embeddings import init_embedding_params, resample_positions
 
 FORMAT_VERSION = 1
@@ -79,11 +84,15 @@ def read_vilt_checkpoint(path: str, model_cls: type | None = None) -> Checkpoint
     if not config_file.is_file():
         return None
     try:
-        data = json.loads(config_file.read_text(encoding="utf-8"))
+        data = json.loads(read_text(config_file))
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{config_file}: not valid JSON ({err})") from err
+    except TextFileError as err:
+        raise CheckpointError(str(err)) from None
     if not isinstance(data, dict) or "vilt_format" not in data:
         return None
+    check_format_version(data["vilt_format"], f"{config_file}: vilt_format", FORMAT_VERSION)
+    arch = architecture_of(data, str(config_file))
     weights = Path(path) / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{path}: has {CONFIG_NAME} but no {WEIGHTS_NAME}")
@@ -91,13 +100,57 @@ def read_vilt_checkpoint(path: str, model_cls: type | None = None) -> Checkpoint
         state = load_file(str(weights))
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{weights}: cannot be read as safetensors ({err})") from err
-    arch = (data.get("architectures") or [""])[0]
     return Checkpoint(config=data, state_dict=state, architecture=arch, source=str(path))
+
+
+def check_format_version(version: Any, where: str, known: int) -> None:
+    """Refuse a file format this vilt does not know: a newer one may mean something else by
+    the same names, so loading it anyway could give a silently wrong model.
+
+    Args:
+        version: the version the file records.
+        where: the file and field, for the message.
+        known: the newest version this code reads (it reads 1..known).
+
+    Raises:
+        CheckpointError: naming the file, the version found and the versions readable.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{where} must be a format version number, got {version!r}")
+    if version > known:
+        raise CheckpointError(
+            f"{where} is {version}, a newer format than this vilt reads (1 to {known}); "
+            "upgrade vilt to load it"
+        )
+
+
+def architecture_of(config: dict[str, Any], where: str) -> str:
+    """The model class a checkpoint's config names (its ``architectures`` list), "" if none.
+
+    Args:
+        config: the config.json contents.
+        where: the file, for the message.
+
+    Raises:
+        CheckpointError: when ``architectures`` is not a list of class names (a bare string
+            would otherwise be read one letter at a time).
+    """
+    value = config.get("architectures")
+    if value is None or value == []:
+        return ""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise CheckpointError(
+            f"{where}: architectures must be a list of model class names, e.g. "
+            f'["ViltForQuestionAnswering"], got {value!r}'
+        )
+    return value[0]
 
 
 def read_checkpoint(path_or_name: str | os.PathLike, model_cls: type | None = None) -> Checkpoint:
     """Read a checkpoint in vilt's format or any registered one; CheckpointError if none fits."""
     source = os.fspath(path_or_name)
+    if Path(source).is_dir():
+        settle(source)  # a save interrupted after its commit: finish it before reading
     ckpt = read_vilt_checkpoint(source, model_cls)
     for reader in CHECKPOINT_READERS:
         if ckpt is not None:
@@ -108,7 +161,32 @@ def read_checkpoint(path_or_name: str | os.PathLike, model_cls: type | None = No
         if not Path(source).exists():
             raise CheckpointError(f"{source}: no such checkpoint directory{hint}")
         raise CheckpointError(f"{source}: not a vilt or transformers checkpoint directory{hint}")
+    _check_config(ckpt)
     return ckpt
+
+
+def _check_config(ckpt: Checkpoint) -> None:
+    """Validate the checkpoint's config now, naming its file: every path that reads a
+    checkpoint (from_pretrained, the jobs' --init, load_model) then gets the same error."""
+    family = {"vit": ViTConfig, "vilt": ViltConfig}.get(ckpt.config.get("model_type"))
+    if family is None:
+        return  # from_checkpoint names a family mismatch
+    try:
+        family.from_dict(ckpt.config)
+    except ConfigError as err:
+        where = Path(ckpt.source) / CONFIG_NAME if Path(ckpt.source).is_dir() else ckpt.source
+        raise CheckpointError(f"{where}: {err}") from None
+
+
+def _write_vilt(model: PreTrainedModel, out: Path) -> None:
+    """vilt's own format into ``out``: model.safetensors and config.json."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    data = model.config.to_dict()
+    data["architectures"] = [type(model).__name__]
+    data["vilt_format"] = FORMAT_VERSION
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write(out / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, "utf-8"))
 
 
 class PreTrainedModel(nn.Module):
@@ -180,31 +258,29 @@ class PreTrainedModel(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # -- saving -------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike, format: str = "vilt") -> None:
+    def save_pretrained(
+        self, path: str | os.PathLike, format: str = "vilt", *, processor: Any = None
+    ) -> None:
         """Write the model to directory ``path``: vilt's format, or another registered one
-        (``format="transformers"`` once vilt.interop is imported, as ``import vilt`` does)."""
-        out = Path(path)
-        if format != "vilt":
-            if format not in CHECKPOINT_WRITERS:
-                raise ValueError(
-                    f"unknown checkpoint format {format!r}; known: vilt, "
-                    + ", ".join(sorted(CHECKPOINT_WRITERS))
-                )
-            CHECKPOINT_WRITERS[format](self, out)
-            return
-        out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(
-            out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"})
-        )
-        data = self.config.to_dict()
-        data["architectures"] = [type(self).__name__]
-        data["vilt_format"] = FORMAT_VERSION
+        (``format="transformers"`` once vilt.interop is imported, as ``import vilt`` does).
 
-        def write_config(tmp: str) -> None:
-            Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", "utf-8")
-
-        atomic_write(out / CONFIG_NAME, write_config)
+        Args:
+            path: the directory (created when missing).
+            format: "vilt" or a registered writer's name.
+            processor: a processor (anything with ``save_pretrained(directory)``) whose files
+                are written with the model's, as one set: the directory never holds this
+                model with another processor, whatever stops the save.
+        """
+        if format != "vilt" and format not in CHECKPOINT_WRITERS:
+            raise ValueError(
+                f"unknown checkpoint format {format!r}; known: vilt, "
+                + ", ".join(sorted(CHECKPOINT_WRITERS))
+            )
+        writer = CHECKPOINT_WRITERS[format] if format != "vilt" else _write_vilt
+        with file_set(path) as stage:
+            if processor is not None:
+                processor.save_pretrained(stage)
+            writer(self, stage)
 
     # -- loading ------------------------------------------------------------------------------
     @classmethod

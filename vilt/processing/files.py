@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
+from ..textfiles import read_text
 
 __all__ = [
     "HUB_TIMEOUT_S",
@@ -45,9 +46,10 @@ _HUB_PATTERNS = [
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; errors name the file (and the line of a syntax error)."""
+    """A JSON object from ``path`` (UTF-8, a byte-order mark allowed); errors name the file
+    (and the line of a syntax error or of a byte that is not UTF-8)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
     if not isinstance(data, dict):
@@ -127,6 +129,7 @@ def resolve_directory(path_or_name: str | os.PathLike) -> Path:
     Fails at once, in one line naming what was asked for, when neither works."""
     path = Path(path_or_name).expanduser()
     if path.exists():
+        atomic.settle(path if path.is_dir() else path.parent)  # finish an interrupted save
         return path
     name = os.fspath(path_or_name)
     if not is_repo_id(name):

@@ -7,6 +7,13 @@ composited over white, other modes go through PIL's ``convert("RGB")``. Grayscal
 single L band here (resized once, repeated to three channels later: the same numbers as
 resizing three equal bands). Deeper images are scaled to 8 bits instead of clipped at 255
 as PIL would: 16-bit data divide by 257 (65535 -> 255), floats in [0, 1] multiply by 255.
+
+This is the one policy for image values, which the data sets' ``vilt.data.load_image`` (and
+so ``answer_question`` and ``attention_map``) applies too: NaN or infinite values, values
+outside [0, 1] (floats), [0, 255] or [0, 65535] (16-bit), and dtypes that are not bool,
+integer or real floating point (object, complex, strings) are refused with an
+:class:`ImageInputError` naming the image, never clipped, stretched or turned black. Tensors of
+any floating dtype (bfloat16 and float16 included) are read as their float32 values.
 """
 
 from __future__ import annotations
@@ -27,7 +34,17 @@ _GRAY_MODES = frozenset({"1", "L"})
 
 
 class ImageInputError(ValueError):
-    """An image that cannot be used; the message names the file or the batch item."""
+    """An image that cannot be used; the message names the file or the batch item.
+
+    Args:
+        message: what is wrong, and where.
+        reason: the kind of problem, by the data sets' skip reasons: "missing_image",
+            "empty_image", "truncated_image", "too_large_image" or "corrupt_image".
+    """
+
+    def __init__(self, message: str, *, reason: str = "corrupt_image") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def describe_input(image: Any, index: int | None = None) -> str:
@@ -53,9 +70,9 @@ def open_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
     file = Path(path)
     if not file.is_file():
         reason = "is a directory, not an image file" if file.is_dir() else "image file not found"
-        raise ImageInputError(f"{name}: {reason}")
+        raise ImageInputError(f"{name}: {reason}", reason="missing_image")
     if file.stat().st_size == 0:
-        raise ImageInputError(f"{name}: image file is empty (0 bytes)")
+        raise ImageInputError(f"{name}: image file is empty (0 bytes)", reason="empty_image")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit decides
         try:
@@ -66,19 +83,21 @@ def open_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
             ) from None
         except Image.DecompressionBombError as err:
             raise ImageInputError(
-                f"{name}: {err}; raise PIL.Image.MAX_IMAGE_PIXELS to allow it"
+                f"{name}: {err}; raise PIL.Image.MAX_IMAGE_PIXELS to allow it",
+                reason="too_large_image",
             ) from None
         except OSError as err:
             raise ImageInputError(f"{name}: cannot read image file ({err})") from None
     w, h = image.size
     if w == 0 or h == 0:
         image.close()
-        raise ImageInputError(f"{name}: image has zero size {w}x{h}")
+        raise ImageInputError(f"{name}: image has zero size {w}x{h}", reason="empty_image")
     if limit is not None and w * h > limit:
         image.close()
         raise ImageInputError(
             f"{name}: image is {w}x{h} = {w * h} pixels, more than the limit of {limit} "
-            "(a decompression bomb?); raise PIL.Image.MAX_IMAGE_PIXELS to allow it"
+            "(a decompression bomb?); raise PIL.Image.MAX_IMAGE_PIXELS to allow it",
+            reason="too_large_image",
         )
     return image
 
@@ -104,13 +123,20 @@ def load_file_image(image: Image.Image, name: str) -> Image.Image:
         kind = (
             "truncated" if "truncated" in text.lower() or isinstance(err, EOFError) else "corrupt"
         )
-        raise ImageInputError(f"{name}: image file is {kind} (PIL: {text})") from None
+        raise ImageInputError(
+            f"{name}: image file is {kind} (PIL: {text})", reason=f"{kind}_image"
+        ) from None
 
 
 def to_8bit(image: Any, name: str) -> Image.Image:
     """An in-memory image (PIL, numpy, torch) -> an 8-bit PIL image in mode RGB or L."""
     if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
+        tensor = image.detach().cpu()
+        if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
+            tensor = tensor.float()  # bfloat16 has no numpy dtype; float16 is read as float32
+        if tensor.is_complex():
+            raise ImageInputError(f"{name}: image tensor has complex dtype {tensor.dtype}")
+        image = tensor.numpy()
     if isinstance(image, np.ndarray):
         image = _array_to_image(image, name)
     elif not isinstance(image, Image.Image):
@@ -119,7 +145,9 @@ def to_8bit(image: Any, name: str) -> Image.Image:
             "image, a numpy array or a torch tensor"
         )
     if image.width == 0 or image.height == 0:
-        raise ImageInputError(f"{name}: image has zero size {image.width}x{image.height}")
+        raise ImageInputError(
+            f"{name}: image has zero size {image.width}x{image.height}", reason="empty_image"
+        )
     return _pil_to_8bit(image, name)
 
 
@@ -154,7 +182,9 @@ def _array_to_image(array: np.ndarray, name: str) -> Image.Image:
             f"channels, got shape {tuple(np.shape(array))}"
         )
     if a.size == 0:
-        raise ImageInputError(f"{name}: image array has zero size, shape {tuple(a.shape)}")
+        raise ImageInputError(
+            f"{name}: image array has zero size, shape {tuple(a.shape)}", reason="empty_image"
+        )
     a = _scale_to_uint8(a, sixteen_bit=a.dtype == np.uint16, name=name)
     return Image.fromarray(np.ascontiguousarray(a))  # L, LA, RGB or RGBA from the shape
 
@@ -166,8 +196,10 @@ def _scale_to_uint8(a: np.ndarray, *, sixteen_bit: bool, name: str) -> np.ndarra
         return a
     if a.dtype == np.bool_:
         return a.astype(np.uint8) * 255
-    if not np.issubdtype(a.dtype, np.number):
-        raise ImageInputError(f"{name}: image array has non-numeric dtype {a.dtype}")
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise ImageInputError(
+            f"{name}: image array has dtype {a.dtype}; expected bool, integers or real floats"
+        )
     lo, hi = float(a.min()), float(a.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ImageInputError(f"{name}: image array holds NaN or infinite values")

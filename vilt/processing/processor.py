@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from ..atomic import file_set
 from .files import read_image_processor_dict, read_json, resolve_directory
 from .image_processor import ImageProcessor
 from .tokenizer import _SANE_MAX_LENGTH, BatchEncoding, Tokenizer
@@ -123,16 +124,23 @@ class ViltProcessor:
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write preprocessor_config.json and the tokenizer files (max_length is saved as the
-        tokenizer's model_max_length, as in the dandelin checkpoints)."""
-        out = Path(directory)
-        self.image_processor.save_pretrained(out)
+        tokenizer's model_max_length, as in the dandelin checkpoints), as one set: a reader
+        never meets the new image settings with the old vocabulary (see
+        :func:`vilt.atomic.file_set`). To save the processor with a model, in the same set,
+        pass it to the model's ``save_pretrained(directory, processor=...)``.
+
+        Args:
+            directory: where the files go (created when missing).
+        """
         previous = self.tokenizer.model_max_length
         self.tokenizer.model_max_length = self.max_length
         try:
-            self.tokenizer.save_pretrained(out)
+            with file_set(directory) as stage:
+                self.image_processor.save_pretrained(stage)
+                self.tokenizer.save_pretrained(stage)
         finally:
             self.tokenizer.model_max_length = previous
-        return out
+        return Path(directory)
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | os.PathLike, **image_options: Any):

@@ -20,7 +20,8 @@ import torch
 from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
-from ..atomic import atomic_write, write_text
+from ..atomic import atomic_write, file_set, write_text
+from ..textfiles import read_text
 from .files import read_json, resolve_directory, write_json
 from .wordpiece import PREFIX, count_words, learn_vocab
 
@@ -143,6 +144,13 @@ class Tokenizer:
         for i, text in enumerate(batch):
             if not isinstance(text, str):
                 raise TypeError(f"text {i} of the batch is {type(text).__name__}, not a string")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:  # a lone surrogate: the Rust side cannot take it
+                raise ValueError(
+                    f"text {i} of the batch is not valid Unicode (a lone surrogate at "
+                    f"character {err.start})"
+                ) from None
         if padding not in (True, False, "longest", "max_length", "do_not_pad"):
             raise ValueError(
                 f"padding must be True, False, 'longest' or 'max_length', got {padding!r}"
@@ -225,7 +233,7 @@ class Tokenizer:
         built as transformers' BertTokenizerFast builds it."""
         path = Path(vocab_file)
         vocab: dict[str, int] = {}
-        for line in path.read_text(encoding="utf-8").split("\n"):
+        for line in read_text(path).split("\n"):
             token = line.rstrip("\r")
             if token and token not in vocab:
                 vocab[token] = len(vocab)
@@ -291,29 +299,33 @@ class Tokenizer:
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write tokenizer.json, vocab.txt (WordPiece models), tokenizer_config.json and
-        special_tokens_map.json: readable here and by transformers' AutoTokenizer."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+        special_tokens_map.json, as one set (:func:`vilt.atomic.file_set`): readable here
+        and by transformers' AutoTokenizer.
+
+        Args:
+            directory: where the files go (created when missing).
+        """
         clean = RustTokenizer.from_str(self.backend.to_str())
         clean.no_truncation()
         clean.no_padding()
-        atomic_write(out / "tokenizer.json", clean.save)
         model = json.loads(clean.to_str())["model"]
-        if model.get("type") == "WordPiece":
-            tokens = sorted(model["vocab"].items(), key=lambda kv: kv[1])
-            write_text(out / "vocab.txt", "".join(f"{t}\n" for t, _ in tokens))
         is_bert = model.get("type") == "WordPiece"
-        write_json(
-            out / "tokenizer_config.json",
-            {
-                "tokenizer_class": "BertTokenizer" if is_bert else "PreTrainedTokenizerFast",
-                "do_lower_case": self.lowercase,
-                "model_max_length": self.model_max_length,
-                **self.special_tokens,
-            },
-        )
-        write_json(out / "special_tokens_map.json", dict(self.special_tokens))
-        return out
+        with file_set(directory) as out:
+            atomic_write(out / "tokenizer.json", clean.save)
+            if is_bert:
+                tokens = sorted(model["vocab"].items(), key=lambda kv: kv[1])
+                write_text(out / "vocab.txt", "".join(f"{t}\n" for t, _ in tokens))
+            write_json(
+                out / "tokenizer_config.json",
+                {
+                    "tokenizer_class": "BertTokenizer" if is_bert else "PreTrainedTokenizerFast",
+                    "do_lower_case": self.lowercase,
+                    "model_max_length": self.model_max_length,
+                    **self.special_tokens,
+                },
+            )
+            write_json(out / "special_tokens_map.json", dict(self.special_tokens))
+        return Path(directory)
 
     def to_transformers(self) -> Any:
         """The same tokenizer as a transformers ``PreTrainedTokenizerFast``."""

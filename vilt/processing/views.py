@@ -28,8 +28,18 @@ _PLAIN_ONLY = ("labels", "output_attentions", "output_hidden_states")
 
 def shift_image(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """``image`` (..., H, W) moved down ``dy`` and right ``dx`` pixels (negative: up, left),
-    each output pixel read from the nearest pixel inside the image (the border repeated)."""
+    each output pixel read from the nearest pixel inside the image (the border repeated).
+
+    Raises:
+        ValueError: a shift as large as the image (it would leave only the repeated border:
+            no view of the image at all).
+    """
     h, w = image.shape[-2:]
+    if abs(dy) >= h or abs(dx) >= w:
+        raise ValueError(
+            f"a shift of ({dy}, {dx}) pixels does not fit an image of {h}x{w}: a shift must "
+            "be smaller than the image"
+        )
     rows = (torch.arange(h, device=image.device) - dy).clamp_(0, h - 1)
     cols = (torch.arange(w, device=image.device) - dx).clamp_(0, w - 1)
     return image[..., rows, :][..., cols]

@@ -10,6 +10,7 @@ Layout: ``<output_dir>/checkpoints/step_00000120/`` holding
   of the weights);
 - ``rng_<rank>.json`` / ``rng_<rank>.safetensors``: each process's python, numpy, torch and
   CUDA random states (accelerate's ``save_state`` pickles these; we do not);
+- ``processor/`` (when the Trainer has one): the processor the run trains with;
 - ``trainer_state.json``, written last: the data position (epoch, batches consumed in that
   epoch, global step, sampler seed) and the run's record. A directory without it is not a
   checkpoint.
@@ -25,12 +26,12 @@ DeepSpeed the optimizer state is sharded and these functions refuse (see ``suppo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
-import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,20 @@ import numpy as np
 import torch
 from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
+
+from ..atomic import flush_to_disk, honour_umask
+from ..modeling.pretrained import CheckpointError
+from .resume import (
+    CHECKPOINT_PATTERN,
+    FORMAT_VERSION,
+    MODEL_NAME,
+    STATE_NAME,
+    checksums,
+    complete_checkpoints,
+    is_complete,
+    latest_checkpoint,
+    resolve_resume,
+)
 
 __all__ = [
     "CHECKPOINT_PATTERN",
@@ -54,13 +69,10 @@ __all__ = [
     "supported",
 ]
 
-CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
-STATE_NAME = "trainer_state.json"
-MODEL_NAME = "model.safetensors"
 OPTIMIZER_NAME = "optimizer.pt"
 SCHEDULER_NAME = "scheduler.json"
 SCALER_NAME = "scaler.json"
-FORMAT_VERSION = 1
+PROCESSOR_DIR = "processor"
 _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
 
@@ -118,50 +130,6 @@ def _cuda_index(key: str) -> int:
     return int(key.split("_")[1]) if key.startswith("cuda_") else -1
 
 
-# -- finding checkpoints ------------------------------------------------------------------------
-def is_complete(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a finished checkpoint (its state file and every file it lists)."""
-    path = Path(path)
-    state_file = path / STATE_NAME
-    if not (CHECKPOINT_PATTERN.match(path.name) and state_file.is_file()):
-        return False
-    try:
-        state = json.loads(state_file.read_text("utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    return all((path / name).is_file() for name in state.get("files", [MODEL_NAME]))
-
-
-def complete_checkpoints(root: str | os.PathLike) -> list[Path]:
-    """The complete checkpoints under ``root``, oldest (lowest step) first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and is_complete(p)]
-    return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
-
-
-def latest_checkpoint(root: str | os.PathLike) -> Path | None:
-    """The complete checkpoint with the highest step under ``root`` (temporary and
-    half-written directories are ignored), or None."""
-    found = complete_checkpoints(root)
-    return found[-1] if found else None
-
-
-def resolve_resume(resume: bool | str | None, root: str | os.PathLike) -> Path | None:
-    """The checkpoint a ``resume`` option names: None for False; the latest complete one
-    under ``root`` for True or "latest" (None when there is none yet); else that path, which
-    must be a complete checkpoint."""
-    if resume is None or resume is False or resume == "":
-        return None
-    if resume is True or str(resume).lower() in ("true", "latest"):
-        return latest_checkpoint(root)
-    path = Path(resume)
-    if not is_complete(path):
-        raise FileNotFoundError(f"resume={resume!r}: not a complete checkpoint directory")
-    return path
-
-
 # -- saving -------------------------------------------------------------------------------------
 def save_checkpoint(
     accelerator: Any,
@@ -172,12 +140,15 @@ def save_checkpoint(
     scheduler: Any,
     state: dict[str, Any],
     keep_last: int | None = None,
+    processor: Any = None,
     extra_states: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint of the current step (``state["global_step"]``) under ``root``,
-    atomically, then keep only the last ``keep_last``. ``extra_states``: name -> an object
-    whose ``state_dict()`` holds tensors (the EMA), each written as ``<name>.safetensors``.
-    Every process must call this."""
+    atomically, then keep only the last ``keep_last``. Every process must call this.
+    ``processor`` (anything with ``save_pretrained``) is saved into its ``processor/``, so
+    that a resumed run reads the ids and image settings it trained with. ``extra_states``:
+    name -> an object whose ``state_dict()`` holds tensors (the EMA), each written as
+    ``<name>.safetensors``."""
     if not supported(accelerator):
         raise NotImplementedError(
             f"vilt checkpoints hold single-process and DDP runs, not {accelerator.distributed_type}"
@@ -204,13 +175,19 @@ def save_checkpoint(
         _write_json(tmp / SCHEDULER_NAME, scheduler.state_dict())
         if accelerator.scaler is not None:
             _write_json(tmp / SCALER_NAME, accelerator.scaler.state_dict())
+        if processor is not None:
+            processor.save_pretrained(tmp / PROCESSOR_DIR)
         for extra, holder in (extra_states or {}).items():
             save_file(_unshare(holder.state_dict()), str(tmp / f"{extra}.safetensors"))
     accelerator.wait_for_everyone()
 
     if main:
-        files = sorted(p.name for p in tmp.iterdir())
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        for name in files:  # safetensors writes 0600: the umask decides, as for any new file
+            honour_umask(tmp / name)
+            flush_to_disk(tmp / name)
         record = {"format": FORMAT_VERSION, **state, "files": files}
+        record["checksums"] = checksums(tmp, files)  # verified before a resume
         _write_json(tmp / STATE_NAME, record)  # last: its presence marks a complete checkpoint
         _fsync_dir(tmp)
         old = None
@@ -290,28 +267,44 @@ def load_checkpoint(
             f"vilt checkpoints hold single-process and DDP runs, not {accelerator.distributed_type}"
         )
     state = read_state(path)
-    weights = load_file(str(path / MODEL_NAME), device="cpu")
-    bare_model(accelerator, model).load_state_dict(weights)
+    with _naming(path / MODEL_NAME):
+        bare_model(accelerator, model).load_state_dict(load_file(str(path / MODEL_NAME)))
     if optimizer is not None:
-        opt_state = torch.load(path / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
-        optimizer.load_state_dict(opt_state)
+        with _naming(path / OPTIMIZER_NAME):
+            opt_state = torch.load(path / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
+            optimizer.load_state_dict(opt_state)
     if scheduler is not None:
-        scheduler.load_state_dict(_read_json(path / SCHEDULER_NAME))
+        with _naming(path / SCHEDULER_NAME):
+            scheduler.load_state_dict(_read_json(path / SCHEDULER_NAME))
     if accelerator.scaler is not None and (path / SCALER_NAME).is_file():
-        accelerator.scaler.load_state_dict(_read_json(path / SCALER_NAME))
+        with _naming(path / SCALER_NAME):
+            accelerator.scaler.load_state_dict(_read_json(path / SCALER_NAME))
     state["missing_extra_states"] = []
     for extra, holder in (extra_states or {}).items():
         if (path / f"{extra}.safetensors").is_file():
-            holder.load_state_dict(load_file(str(path / f"{extra}.safetensors"), device="cpu"))
+            with _naming(path / f"{extra}.safetensors"):
+                holder.load_state_dict(load_file(str(path / f"{extra}.safetensors"), device="cpu"))
         else:
             state["missing_extra_states"].append(extra)
     rank = accelerator.process_index
     rng_json, rng_file = path / f"rng_{rank}.json", path / f"rng_{rank}.safetensors"
     if restore_random and rng_json.is_file() and rng_file.is_file():
-        restore_rng(_read_json(rng_json), load_file(str(rng_file)))
+        with _naming(rng_file):
+            restore_rng(_read_json(rng_json), load_file(str(rng_file)))
     elif restore_random:
         state["rng_restored"] = False  # saved with fewer processes: the caller reseeds
     return state
+
+
+@contextlib.contextmanager
+def _naming(file: Path) -> Iterator[None]:
+    """Errors of the libraries that read a checkpoint file, as a CheckpointError naming it."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(f"{file}: cannot be loaded ({type(err).__name__}: {err})") from err
 
 
 def read_state(path: str | os.PathLike) -> dict[str, Any]:

@@ -54,6 +54,7 @@ from .metrics import Metric, metrics_for
 from .optim import build_optimizer, build_scheduler, describe_param_groups
 from .progress import StepWindow
 from .records import MetricsLog, data_skips, text_truncation, write_json_atomic
+from .resume import changed_settings, find_resume, settings_applied
 from .state import TrainState
 from .step import TrainStep
 
@@ -79,6 +80,9 @@ class Trainer:
     reads), lr and the step's eval metrics if it evaluated.
     ``accelerator``: an Accelerator to use instead of one built from the config (its
     mixed precision and gradient accumulation then apply).
+    ``processor``: saved with the final model (``save_pretrained(output_dir,
+    processor=...)``), as one set of files: the output directory never pairs the new model
+    with another processor; and into each checkpoint, for a resumed run to read back.
     ``prepare_inputs``: ``prepare_inputs(model, inputs) -> inputs`` in each training step,
     on the device, before the forward (e.g. :class:`~vilt.training.HardNegatives`).
 
@@ -98,10 +102,12 @@ class Trainer:
         metrics: Mapping[str, Metric] | None = None,
         callbacks: Sequence[Callback] = (),
         accelerator: Accelerator | None = None,
+        processor: Any = None,
         evaluators: Sequence[Evaluator] = (),
         prepare_inputs: Callable[[torch.nn.Module, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
+        self.processor = processor
         self.output_dir = Path(config.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator = accelerator or build_accelerator(config)
@@ -149,6 +155,7 @@ class Trainer:
         self.state = TrainState()
         self.stop = StopRequests()
         self.resumed_from: Path | None = None
+        self.resume_changes: dict[str, list[Any]] = {}  # {setting: [checkpoint's, this run's]}
         self._at_boundary = True
         self._last_saved_step: int | None = None
         self._last_eval: dict[str, float] = {}
@@ -185,26 +192,34 @@ class Trainer:
                 obj.set_epoch(epoch)
 
     def _resume(self, path: Path) -> None:
+        """Load checkpoint ``path`` and continue from it with this run's settings (a changed
+        learning rate, schedule or length applies from here; see :mod:`.resume`)."""
         acc, cfg = self.accelerator, self.config
-        saved = ckpt.load_checkpoint(
-            acc,
-            path,
-            model=self.model,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            extra_states=self.kept.extra_states(),
+        record = ckpt.read_state(path)
+        shape = {"world_size": acc.num_processes}
+        changes = changed_settings(
+            {**record.get("config", {}), "world_size": record.get("world_size")},
+            {**cfg.to_dict(), **shape},
         )
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        with settings_applied(inner, self.scheduler):
+            saved = ckpt.load_checkpoint(
+                acc,
+                path,
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                extra_states=self.kept.extra_states(),
+            )
         self.state = TrainState.from_record(saved)
         self.kept.restore(saved, self.unwrapped_model, path)
-        same = (saved.get("world_size"), saved.get("batch_size"), saved.get("grad_accum_steps"))
-        if same != (acc.num_processes, cfg.batch_size, cfg.grad_accum_steps):
-            logger.warning(
-                "%s was saved with (processes, batch size, accumulation) = %s, now %s: the data "
-                "position is approximate and resumption not exact",
-                path,
-                same,
-                (acc.num_processes, cfg.batch_size, cfg.grad_accum_steps),
-            )
+        self.resume_changes = changes
+        if changes:
+            listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+            acc.print(f"resume: settings changed since {path.name}, applied from step "
+                      f"{self.state.global_step}: {listed}")  # fmt: skip
+        if {"world_size", "batch_size", "grad_accum_steps"} & set(changes):
+            acc.print("resume: the data position is approximate, resumption not exact")
         if saved.get("rng_restored") is False:
             set_seed(cfg.seed + self.state.global_step + acc.process_index)
         if self.steps_per_epoch is not None and self.state.batch_in_epoch >= len(self.train_loader):
@@ -225,7 +240,9 @@ class Trainer:
         """
         acc = self.accelerator
         self._session_start = time.perf_counter()
-        resume = ckpt.resolve_resume(self.config.resume, self.config.checkpoint_dir)
+        resume, note = find_resume(self.config.resume, self.config.checkpoint_dir)
+        if note:
+            acc.print(note)  # which checkpoint, and which were passed over and why
         log = None
         if acc.is_main_process:
             resume_step = ckpt.read_state(resume)["global_step"] if resume else None
@@ -425,6 +442,7 @@ class Trainer:
             scheduler=self.scheduler,
             state=record,
             keep_last=cfg.keep_last,
+            processor=self.processor,
             extra_states=self.kept.extra_states(),
         )
         self._last_saved_step = self.state.global_step
@@ -465,6 +483,7 @@ class Trainer:
             "mixed_precision": acc.mixed_precision,
             "device": str(acc.device),
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            "resume_changes": self.resume_changes,
             "data_skips": data_skips(acc, train=self.train_dataset, eval=self.eval_dataset),
             "text_truncation": text_truncation(acc, train=self.collate_fn, eval=self._eval_collate),
             "config": cfg.to_dict(),
@@ -475,7 +494,7 @@ class Trainer:
         if cfg.save_model and hasattr(unwrapped, "save_pretrained"):
             guards.check_weights(unwrapped, "model", self.state.global_step)  # every process
             if acc.is_main_process:
-                unwrapped.save_pretrained(self.output_dir)
+                unwrapped.save_pretrained(self.output_dir, processor=self.processor)
                 self.kept.save_final(self.output_dir, self.state.global_step)
         if acc.is_main_process:
             write_json_atomic(self.output_dir / "results.json", results)

@@ -20,8 +20,9 @@ from typing import Any
 import datasets
 
 from ...atomic import write_text
+from .. import fields
 from ..base import RecordDataset
-from ..errors import DataError, SkipCounter
+from ..errors import DataError, SkipCounter, skip_or_raise
 from ..hub import RowImage, find_column, open_hf, undecoded
 from ..streaming import StreamingDataset
 from .answers import AnswerVocab, build_answer_vocab
@@ -86,19 +87,21 @@ class VQADataset(RecordDataset):
         return item
 
 
-def _answers_of(value: Any) -> list[str]:
+def _answers_of(value: Any, where: str) -> list[str]:
     """Answers as stored by different data sets: a string, a list of strings, a list of
-    {"answer": ...} dicts, or datasets' dict of lists {"answer": [...], ...}."""
+    {"answer": ...} dicts, or datasets' dict of lists {"answer": [...], ...}; each answer must
+    be text (:func:`vilt.data.fields.text`)."""
     if value is None:
         return []
-    if isinstance(value, str):
-        return [value]
     if isinstance(value, dict):
-        return _answers_of(value.get("answer"))
-    out: list[str] = []
-    for a in value:
-        out.extend(_answers_of(a) if isinstance(a, dict) else [str(a)])
-    return out
+        return _answers_of(value.get("answer"), where)
+    if isinstance(value, list | tuple):
+        out: list[str] = []
+        for a in value:
+            out.extend(_answers_of(a, where) if isinstance(a, dict | list | tuple) else
+                       [fields.text(a, "answer", where, allow_empty=True)])  # fmt: skip
+        return out
+    return [fields.text(value, "answer", where, allow_empty=True)]
 
 
 def _row_record(
@@ -114,16 +117,19 @@ def _row_record(
     name: str,
     type_col: str | None = None,
 ) -> VQARecord:
-    """Row ``i`` as a record (``image``: a lazy stand-in for the row's image column)."""
-    qid = row[qid_col] if qid_col else i
+    """Row ``i`` as a record (``image``: a lazy stand-in for the row's image column); its
+    fields read as :mod:`vilt.data.fields` says (a DataError names the row)."""
+    where = f"row {i} of {name}"
+    qid = fields.identifier(row[qid_col], "question_id", where) if qid_col else i
+    source = f"{where} (question {qid})"
     answers = None
     if answers_col is not None:
-        answers = [normalize_answer(a) for a in _answers_of(row[answers_col])]
+        answers = [normalize_answer(a) for a in _answers_of(row[answers_col], source)]
     return VQARecord(
         image=row[image_col] if image is None else image,
-        image_key=row[iid_col] if iid_col else i,
-        source=f"row {i} of {name} (question {qid})",
-        question=row[question_col],
+        image_key=fields.identifier(row[iid_col], "image_id", source) if iid_col else i,
+        source=source,
+        question=fields.text(row[question_col], "question", source),
         answers=answers,
         question_id=qid,
         answer_type=None if type_col is None or row[type_col] is None else str(row[type_col]),
@@ -141,13 +147,16 @@ def load_vqa_hf_records(
     question_column: str | None = None,
     answers_column: str | None = None,
     streaming: bool = False,
+    skips: SkipCounter | None = None,
     **load_kwargs: Any,
 ) -> tuple[list[VQARecord] | datasets.IterableDataset, Any]:
     """Records of a ``datasets`` VQA source. Map-style: (records with text in memory and
     images read lazily, None). Streaming: (rows, to_record) for :class:`StreamingDataset`.
     Without an answers column, answers are ``None`` (prediction). Without a question_id
     column the row number stands in; streamed with DataLoader workers, row numbers count
-    within each worker's shards, so give streamed sources a question_id column."""
+    within each worker's shards, so give streamed sources a question_id column. A bad row
+    (:mod:`vilt.data.fields`; a repeated question id in a map-style source) raises, or with
+    ``skips`` is counted and left out (streamed rows: when the stream reaches them)."""
     data, name = open_hf(source, split=split, streaming=streaming, **load_kwargs)
     features = data.features
     columns = list(features or {})
@@ -183,7 +192,16 @@ def load_vqa_hf_records(
     images = undecoded(data.select_columns([image_col]), image_col)
     text_cols = [c for c in (question_col, answers_col, qid_col, iid_col, type_col) if c]
     rows = data.select_columns(text_cols).to_list()
-    return [to_record(row, i, RowImage(images, i)) for i, row in enumerate(rows)], None
+    records, seen = [], fields.IdRegistry("question id")
+    for i, row in enumerate(rows):
+        try:
+            record = to_record(row, i, RowImage(images, i))
+            seen.add(record.question_id, record.source)
+        except DataError as err:
+            skip_or_raise(err, skips)
+            continue
+        records.append(record)
+    return records, None
 
 
 def _is_vqav2_dir(source: Any) -> bool:
@@ -233,7 +251,7 @@ def load_vqa(
     else:
         records, to_record = load_vqa_hf_records(
             source, split=split, image_column=image_column, question_column=question_column,
-            answers_column=answers_column, streaming=streaming, **load_kwargs,
+            answers_column=answers_column, streaming=streaming, skips=skips, **load_kwargs,
         )  # fmt: skip
         if to_record is not None:
             if vocab is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import fields
 from ..base import ImageRecord
 from ..errors import DataError, SkipCounter, read_json, skip_or_raise
 from .normalize import normalize_answer
@@ -35,10 +36,10 @@ class VQARecord(ImageRecord):
 
 
 def check_question(record: VQARecord) -> None:
-    """An empty question is an error naming the record (a long one is cut by the tokenizer
-    at ``max_length`` tokens, which the collators do)."""
-    if not isinstance(record.question, str) or not record.question.strip():
-        raise DataError(f"{record.source}: empty question", reason="empty_text")
+    """A question that is not text, not valid Unicode or empty is an error naming the record
+    (:func:`vilt.data.fields.text`; a long one is cut by the tokenizer at ``max_length``
+    tokens, which the collators do)."""
+    fields.text(record.question, "question", record.source)
 
 
 def _keep(record: VQARecord, skips: SkipCounter | None) -> bool:
@@ -107,22 +108,34 @@ def _field(entry: Any, key: str, path: Path, n: int) -> Any:
     return entry[key]
 
 
-def _read_annotations(path: Path) -> tuple[dict[Any, list[str]], dict[Any, str]]:
-    """(question id -> normalised answers, question id -> answer_type where given)."""
-    answers: dict[Any, list[str]] = {}
+def _read_annotations(
+    path: Path,
+) -> tuple[dict[Any, list[str] | DataError], dict[Any, str]]:
+    """(question id -> normalised answers, or the error its annotation gives (raised, or
+    counted, when a question asks for it); question id -> answer_type where given)."""
+    answers: dict[Any, list[str] | DataError] = {}
     types: dict[Any, str] = {}
+    seen = fields.IdRegistry("question id")
     for n, entry in enumerate(_list_field(read_json(path), "annotations", path)):
-        qid = _field(entry, "question_id", path, n)
-        given = _field(entry, "answers", path, n)
-        if not isinstance(given, list) or not all(
-            isinstance(a, dict) and "answer" in a for a in given
-        ):
-            raise DataError(
-                f"{path}: record {n} (question {qid}): 'answers' must be a list of {{'answer': ...}}"
-            )
-        answers[qid] = [normalize_answer(str(a["answer"])) for a in given]
-        if entry.get("answer_type") is not None:
-            types[qid] = str(entry["answer_type"])
+        where = f"{path.name} annotation {n}"
+        qid = fields.identifier(_field(entry, "question_id", path, n), "question_id", where)
+        try:
+            seen.add(qid, where)
+            given = _field(entry, "answers", path, n)
+            if not isinstance(given, list) or not all(
+                isinstance(a, dict) and "answer" in a for a in given
+            ):
+                raise DataError(
+                    f"{where} (question {qid}): 'answers' must be a list of {{'answer': ...}}"
+                )
+            answers[qid] = [
+                normalize_answer(fields.text(a["answer"], "answer", where, allow_empty=True))
+                for a in given
+            ]
+            if entry.get("answer_type") is not None:
+                types[qid] = fields.text(entry["answer_type"], "answer_type", where)
+        except DataError as err:
+            answers[qid] = err  # a repeat spoils the id's answers: neither copy is used
     return answers, types
 
 
@@ -153,20 +166,25 @@ def load_vqav2_records(
     present = set(os.listdir(images))
     types: dict[Any, str] = {}
     if a_path.exists():
-        answers: dict[Any, list[str]] | None
+        answers: dict[Any, list[str] | DataError] | None
         answers, types = _read_annotations(a_path)
     elif split.startswith("test"):
         answers = None
     else:
         raise DataError(f"{a_path}: annotations file not found (only test splits may lack one)")
     records = []
+    seen = fields.IdRegistry("question id")
     for n, entry in enumerate(questions):
         try:
-            qid = _field(entry, "question_id", q_path, n)
-            image_id = _field(entry, "image_id", q_path, n)
-            text = _field(entry, "question", q_path, n)
+            where = f"{q_path.name} record {n}"
+            qid = fields.identifier(_field(entry, "question_id", q_path, n), "question_id", where)
+            image_id = fields.identifier(_field(entry, "image_id", q_path, n), "image_id", where)
             source = f"{q_path.name} question {qid} (record {n}, image {image_id})"
-            name = f"COCO_{subtype}_{int(image_id):012d}.jpg"
+            text = fields.text(_field(entry, "question", q_path, n), "question", source)
+            seen.add(qid, source)
+            if not isinstance(image_id, int):
+                raise DataError(f"{source}: image_id {image_id!r} is not an integer")
+            name = f"COCO_{subtype}_{image_id:012d}.jpg"
             if name not in present:
                 raise DataError(
                     f"{source}: no image {images / name} for image id {image_id}",
@@ -174,9 +192,9 @@ def load_vqav2_records(
                 )
             if answers is not None and qid not in answers:
                 raise DataError(f"{source}: no annotation in {a_path.name}")
-        except (TypeError, ValueError) as err:
-            if not isinstance(err, DataError):
-                err = DataError(f"{q_path}: record {n}: {err}")
+            if answers is not None and isinstance(answers[qid], DataError):
+                raise answers[qid]
+        except DataError as err:
             skip_or_raise(err, skips)
             continue
         record = VQARecord(
@@ -184,6 +202,5 @@ def load_vqav2_records(
             answers=None if answers is None else answers[qid], question_id=qid,
             answer_type=types.get(qid),
         )  # fmt: skip
-        if _keep(record, skips):
-            records.append(record)
+        records.append(record)
     return records
