@@ -19,6 +19,7 @@ from . import guards
 from .config import TrainingConfig
 from .evaluate import batch_size_of, split_batch
 from .progress import StepWindow
+from .sharded import full_tensor
 
 __all__ = ["TrainStep"]
 
@@ -102,9 +103,12 @@ class TrainStep:
         return acc.sync_gradients
 
     def _grad_norm(self) -> torch.Tensor | None:
-        """The gradient norm before clipping, when clipping or the skip on the device needs it."""
+        """The gradient norm before clipping, when clipping or the skip on the device needs it
+        (a plain tensor: under FSDP2 the whole norm of the sharded gradients)."""
         if self.config.max_grad_norm:
-            return self.accelerator.clip_grad_norm_(
+            norm = self.accelerator.clip_grad_norm_(
                 self.model.parameters(), self.config.max_grad_norm
             )
-        return guards.total_norm(self.model.parameters()) if self.found_inf else None
+        else:
+            norm = guards.total_norm(self.model.parameters()) if self.found_inf else None
+        return full_tensor(norm)

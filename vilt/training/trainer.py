@@ -458,8 +458,7 @@ class Trainer:
             logger.warning("train_loss is None: the last logged steps had no finite loss")
         if cfg.save_model and hasattr(unwrapped, "save_pretrained"):
             guards.check_weights(unwrapped, "model", self.state.global_step)  # every process
-            if acc.is_main_process:
-                unwrapped.save_pretrained(self.output_dir, processor=self.processor)
+            ckpt.save_model(acc, self.model, self.output_dir, processor=self.processor)
         if acc.is_main_process:
             write_json_atomic(self.output_dir / "results.json", results)
         if self._trackers:
