@@ -18,8 +18,10 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from accelerate.utils import DistributedType
 from safetensors.torch import load_file
 from test_training import max_diff, tiny_model
 from test_training_processes import ROOT, run_to_end
@@ -136,6 +138,14 @@ def test_an_fsdp_run_stopped_mid_epoch_resumes_to_the_uninterrupted_state(tmp_pa
     assert not (checkpoint / "model.safetensors").exists()
     assert not (checkpoint / "optimizer.pt").exists()
     assert problem_with(checkpoint) is None
+    damaged = tmp_path / "damaged" / checkpoint.name
+    shutil.copytree(checkpoint, damaged)
+    shard = damaged / "sharded" / shards[1]
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF  # a bit flip in the last tensor
+    shard.write_bytes(bytes(data))
+    why = problem_with(damaged)
+    assert why == f"sharded/{shards[1]} does not have the SHA-256 it had when saved (corrupt)"
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
     code, output = launch(tmp_path, "resume")
@@ -160,12 +170,11 @@ def test_an_fsdp_run_stopped_mid_epoch_resumes_to_the_uninterrupted_state(tmp_pa
 
 
 def test_a_sharded_checkpoint_is_not_loaded_into_a_run_without_fsdp(tmp_path):
-    from accelerate import Accelerator
-
+    one_process = SimpleNamespace(distributed_type=DistributedType.NO, is_fsdp2=False)
     checkpoint = tmp_path / "checkpoints" / "step_00000005"
     checkpoint.mkdir(parents=True)
     (checkpoint / "trainer_state.json").write_text(
         json.dumps({"format": 2, "sharded": True, "global_step": 5, "files": []})
     )
     with pytest.raises(CheckpointError, match="holds an FSDP2 run .* this is a run without FSDP"):
-        load_checkpoint(Accelerator(cpu=True), checkpoint, model=tiny_model())
+        load_checkpoint(one_process, checkpoint, model=tiny_model())
