@@ -94,7 +94,10 @@ def bare_model(accelerator: Any, model: torch.nn.Module) -> torch.nn.Module:
 
 def supported(accelerator: Any) -> bool:
     """Whether these checkpoints can hold this run's state: one process, DDP or FSDP2 (not
-    FSDP1, DeepSpeed or Megatron-LM)."""
+    FSDP1, DeepSpeed or Megatron-LM).
+
+    Args:
+        accelerator: the run's Accelerator."""
     if sharded.is_sharded(accelerator):
         return True
     return accelerator.distributed_type not in (

@@ -40,7 +40,10 @@ SHARDED_DIR = "sharded"
 
 
 def is_sharded(accelerator: Any) -> bool:
-    """Whether the run's model is sharded by FSDP2 (accelerate's ``is_fsdp2``)."""
+    """Whether the run's model is sharded by FSDP2 (accelerate's ``is_fsdp2``).
+
+    Args:
+        accelerator: the run's Accelerator."""
     return bool(getattr(accelerator, "is_fsdp2", False))
 
 
@@ -72,7 +75,10 @@ def all_finite(tensors: list[torch.Tensor]) -> list[bool]:
 
 def plain_class(module: nn.Module) -> type[nn.Module]:
     """The model's own class: ``fully_shard`` swaps a module's class for an ``FSDP<name>``
-    subclass, which cannot build an unsharded copy."""
+    subclass, which cannot build an unsharded copy.
+
+    Args:
+        module: a module, sharded or not."""
     from torch.distributed.fsdp import FSDPModule
 
     return next(c for c in type(module).__mro__ if not issubclass(c, FSDPModule))
