@@ -322,10 +322,10 @@ def load_checkpoint(
     else:
         with _naming(path / MODEL_NAME):
             bare_model(accelerator, model).load_state_dict(load_file(str(path / MODEL_NAME)))
-    if optimizer is not None and not state.get("sharded"):
-        with _naming(path / OPTIMIZER_NAME):
-            opt_state = torch.load(path / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
-            optimizer.load_state_dict(opt_state)
+        if optimizer is not None:
+            with _naming(path / OPTIMIZER_NAME):
+                opt_state = torch.load(path / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
+                optimizer.load_state_dict(opt_state)
     if scheduler is not None:
         with _naming(path / SCHEDULER_NAME):
             scheduler.load_state_dict(_read_json(path / SCHEDULER_NAME))
