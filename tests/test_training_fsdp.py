@@ -27,8 +27,11 @@ from test_training import max_diff, tiny_model
 from test_training_processes import ROOT, run_to_end
 
 from vilt.modeling.pretrained import CheckpointError
+from vilt.training import TrainingConfig, build_optimizer
 from vilt.training.checkpoint import latest_checkpoint, load_checkpoint, read_state
+from vilt.training.progress import StepWindow
 from vilt.training.resume import problem_with
+from vilt.training.step import TrainStep
 
 SCRIPT = """
 import json, pickle, sys
@@ -178,3 +181,13 @@ def test_a_sharded_checkpoint_is_not_loaded_into_a_run_without_fsdp(tmp_path):
     )
     with pytest.raises(CheckpointError, match="holds an FSDP2 run .* this is a run without FSDP"):
         load_checkpoint(one_process, checkpoint, model=tiny_model())
+
+
+def test_skipping_nonfinite_steps_under_fsdp2_is_refused_before_training():
+    # carry_nonfinite and checked_on_host add whole tensors to sharded ones: torch would fail
+    # at the first backward with an error about mixed Tensor and DTensor
+    fsdp2 = SimpleNamespace(is_fsdp2=True, num_processes=2, scaler=None)
+    model = tiny_model()
+    config = TrainingConfig(output_dir=".", on_nonfinite="skip")
+    with pytest.raises(ValueError, match="on_nonfinite='skip' does not run under FSDP2"):
+        TrainStep(fsdp2, model, build_optimizer(model, config), None, config, StepWindow())

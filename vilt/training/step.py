@@ -19,7 +19,7 @@ from . import guards
 from .config import TrainingConfig
 from .evaluate import batch_size_of, split_batch
 from .progress import StepWindow
-from .sharded import full_tensor
+from .sharded import full_tensor, is_sharded
 
 __all__ = ["TrainStep"]
 
@@ -54,6 +54,11 @@ class TrainStep:
         self.inner = getattr(optimizer, "optimizer", optimizer)
         scaler = getattr(accelerator, "scaler", None)  # fp16: it skips overflows itself
         skip = config.on_nonfinite == "skip"
+        if skip and is_sharded(accelerator):  # its guards mix whole and sharded tensors
+            raise ValueError(
+                "on_nonfinite='skip' does not run under FSDP2 yet: use on_nonfinite='raise' "
+                "(a NaN or inf then stops the run at the next read, before any save)"
+            )
         self.found_inf = skip and scaler is None and guards.skips_on_device(self.inner)
         self.host_check = skip and scaler is None and not self.found_inf
         trainable = [p for p in model.parameters() if p.requires_grad]
