@@ -78,8 +78,8 @@ def test_a_newer_checkpoint_format_is_not_resumed_from(run):
     root = run / "checkpoints"
     state_file = root / "step_00000004" / "trainer_state.json"
     state = json.loads(state_file.read_text())
-    state_file.write_text(json.dumps({**state, "format": 2}))
-    assert "format 2 is newer than this vilt reads" in problem_with(root / "step_00000004")
+    state_file.write_text(json.dumps({**state, "format": 3}))
+    assert "format 3 is newer than this vilt reads" in problem_with(root / "step_00000004")
 
 
 def test_no_usable_checkpoint_refuses_rather_than_start_over(run):

@@ -5,6 +5,9 @@ Layout: ``<output_dir>/checkpoints/step_00000120/`` holding
 - ``model.safetensors``: the (unwrapped) model's state dict;
 - ``optimizer.pt``: the optimizer state dict (tensors and numbers only; read back with
   ``torch.load(weights_only=True)``);
+- under FSDP2, instead of those two: ``sharded/``, each process's shards of the model and
+  optimizer state in safetensors files written with torch.distributed.checkpoint, and
+  ``optimizer_groups.json``, the optimizer's hyperparameters (see :mod:`.sharded`);
 - ``scheduler.json``, ``scaler.json`` (fp16 only): their state dicts;
 - ``<name>.safetensors`` for each extra state the trainer keeps (``ema``: the moving average
   of the weights);
@@ -20,8 +23,14 @@ A checkpoint is written into ``checkpoints/.tmp-step_...`` and renamed into plac
 checkpoints intact and at most a temporary directory, which readers ignore and the next save
 removes. Only the last ``keep_last`` complete checkpoints are kept.
 
-Single-process and DDP runs (any ``MULTI_*`` accelerate mode) are supported; under FSDP or
-DeepSpeed the optimizer state is sharded and these functions refuse (see ``supported``).
+Single-process, DDP (any ``MULTI_*`` accelerate mode) and FSDP2 runs are supported; FSDP1,
+DeepSpeed and Megatron-LM are refused (see ``supported``). A sharded checkpoint resumes
+under FSDP2 only, and a DDP one under DDP or one process: loading either into the other kind
+of run is refused with a message saying so. Sharded checkpoints are format 2 (vilt that
+reads format 1 only refuses them as newer than it reads).
+
+Every process needs to see the checkpoint directory (one machine, or a filesystem all
+machines share): each writes its own random states, and under FSDP2 its own shards, there.
 """
 
 from __future__ import annotations
@@ -42,9 +51,9 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic import flush_to_disk, honour_umask
 from ..modeling.pretrained import CheckpointError
+from . import sharded
 from .resume import (
     CHECKPOINT_PATTERN,
-    FORMAT_VERSION,
     MODEL_NAME,
     STATE_NAME,
     checksums,
@@ -66,10 +75,13 @@ __all__ = [
     "resolve_resume",
     "restore_rng",
     "save_checkpoint",
+    "save_model",
     "supported",
 ]
 
 OPTIMIZER_NAME = "optimizer.pt"
+GROUPS_NAME = "optimizer_groups.json"  # FSDP2: the parameter groups of the sharded optimizer
+_FORMAT_WHOLE, _FORMAT_SHARDED = 1, 2  # trainer_state.json's "format" (resume.FORMAT_VERSION)
 SCHEDULER_NAME = "scheduler.json"
 SCALER_NAME = "scaler.json"
 PROCESSOR_DIR = "processor"
@@ -83,12 +95,26 @@ def bare_model(accelerator: Any, model: torch.nn.Module) -> torch.nn.Module:
 
 
 def supported(accelerator: Any) -> bool:
-    """Whether these checkpoints can hold this run's state (not FSDP/DeepSpeed/Megatron)."""
+    """Whether these checkpoints can hold this run's state: one process, DDP or FSDP2 (not
+    FSDP1, DeepSpeed or Megatron-LM).
+
+    Args:
+        accelerator: the run's Accelerator."""
+    if sharded.is_sharded(accelerator):
+        return True
     return accelerator.distributed_type not in (
         DistributedType.FSDP,
         DistributedType.DEEPSPEED,
         DistributedType.MEGATRON_LM,
     )
+
+
+def _refuse_unsupported(accelerator: Any) -> None:
+    if not supported(accelerator):
+        raise NotImplementedError(
+            f"vilt checkpoints hold single-process, DDP and FSDP2 runs, not "
+            f"{accelerator.distributed_type} (for FSDP set fsdp_version: 2)"
+        )
 
 
 # -- random states ------------------------------------------------------------------------------
@@ -149,10 +175,7 @@ def save_checkpoint(
     that a resumed run reads the ids and image settings it trained with. ``extra_states``:
     name -> an object whose ``state_dict()`` holds tensors (the EMA), each written as
     ``<name>.safetensors``."""
-    if not supported(accelerator):
-        raise NotImplementedError(
-            f"vilt checkpoints hold single-process and DDP runs, not {accelerator.distributed_type}"
-        )
+    _refuse_unsupported(accelerator)
     root = Path(root)
     name = f"step_{int(state['global_step']):08d}"
     final, tmp = root / name, root / f"{_TMP_PREFIX}{name}"
@@ -168,10 +191,18 @@ def save_checkpoint(
     rng_data, rng_tensors = capture_rng()
     _write_json(tmp / f"rng_{rank}.json", rng_data)
     save_file(rng_tensors, str(tmp / f"rng_{rank}.safetensors"))
-    model_state = bare_model(accelerator, model).state_dict()
+    is_sharded = sharded.is_sharded(accelerator)
+    if is_sharded:  # every process writes its shards
+        inner = getattr(optimizer, "optimizer", optimizer)
+        groups = sharded.save_sharded(tmp, bare_model(accelerator, model), inner)
+    else:
+        model_state = bare_model(accelerator, model).state_dict()
     if main:
-        save_file(_unshare(model_state), str(tmp / MODEL_NAME), metadata={"format": "pt"})
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_NAME)
+        if is_sharded:
+            _write_json(tmp / GROUPS_NAME, groups)
+        else:
+            save_file(_unshare(model_state), str(tmp / MODEL_NAME), metadata={"format": "pt"})
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_NAME)
         _write_json(tmp / SCHEDULER_NAME, scheduler.state_dict())
         if accelerator.scaler is not None:
             _write_json(tmp / SCALER_NAME, accelerator.scaler.state_dict())
@@ -186,7 +217,11 @@ def save_checkpoint(
         for name in files:  # safetensors writes 0600: the umask decides, as for any new file
             honour_umask(tmp / name)
             flush_to_disk(tmp / name)
-        record = {"format": FORMAT_VERSION, **state, "files": files}
+        record = {"format": _FORMAT_SHARDED if is_sharded else _FORMAT_WHOLE, **state}
+        record["files"] = files
+        if is_sharded:
+            record["sharded"] = True  # format 2: FSDP2 shards under sharded/
+            _fsync_dir(tmp / sharded.SHARDED_DIR)
         record["checksums"] = checksums(tmp, files)  # verified before a resume
         _write_json(tmp / STATE_NAME, record)  # last: its presence marks a complete checkpoint
         _fsync_dir(tmp)
@@ -204,6 +239,31 @@ def save_checkpoint(
                 shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def save_model(
+    accelerator: Any, model: torch.nn.Module, path: str | os.PathLike, *, processor: Any = None
+) -> None:
+    """``save_pretrained(path, processor=...)`` of the trained model, whole: under FSDP2 its
+    shards are gathered first (onto the main process's CPU) into an unsharded copy. Every
+    process must call this; the main process writes.
+
+    Args:
+        accelerator: the run's Accelerator.
+        model: the prepared model.
+        path: the output directory.
+        processor: saved with the model as one set of files (see ``save_pretrained``)."""
+    bare = bare_model(accelerator, model)
+    if not sharded.is_sharded(accelerator):
+        if accelerator.is_main_process:
+            bare.save_pretrained(path, processor=processor)
+        return
+    state = accelerator.get_state_dict(bare)  # a collective; whole tensors on the main process
+    if accelerator.is_main_process:
+        whole = sharded.plain_class(bare)(bare.config)
+        whole.load_state_dict(state)
+        whole.save_pretrained(path, processor=processor)
+    accelerator.wait_for_everyone()
 
 
 def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -262,17 +322,21 @@ def load_checkpoint(
         raise FileNotFoundError(
             f"{path}: not a complete checkpoint (no {STATE_NAME} or files missing)"
         )
-    if not supported(accelerator):
-        raise NotImplementedError(
-            f"vilt checkpoints hold single-process and DDP runs, not {accelerator.distributed_type}"
-        )
+    _refuse_unsupported(accelerator)
     state = read_state(path)
-    with _naming(path / MODEL_NAME):
-        bare_model(accelerator, model).load_state_dict(load_file(str(path / MODEL_NAME)))
-    if optimizer is not None:
-        with _naming(path / OPTIMIZER_NAME):
-            opt_state = torch.load(path / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
-            optimizer.load_state_dict(opt_state)
+    _same_kind(path, state, accelerator)
+    if state.get("sharded"):
+        groups = _read_json(path / GROUPS_NAME) if optimizer is not None else None
+        inner = getattr(optimizer, "optimizer", optimizer)
+        with _naming(path / sharded.SHARDED_DIR):
+            sharded.load_sharded(path, bare_model(accelerator, model), inner, groups)
+    else:
+        with _naming(path / MODEL_NAME):
+            bare_model(accelerator, model).load_state_dict(load_file(str(path / MODEL_NAME)))
+        if optimizer is not None:
+            with _naming(path / OPTIMIZER_NAME):
+                opt_state = torch.load(path / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
+                optimizer.load_state_dict(opt_state)
     if scheduler is not None:
         with _naming(path / SCHEDULER_NAME):
             scheduler.load_state_dict(_read_json(path / SCHEDULER_NAME))
@@ -294,6 +358,17 @@ def load_checkpoint(
     elif restore_random:
         state["rng_restored"] = False  # saved with fewer processes: the caller reseeds
     return state
+
+
+def _same_kind(path: Path, state: dict[str, Any], accelerator: Any) -> None:
+    """A sharded (FSDP2) checkpoint resumes under FSDP2 only; a whole one not under it."""
+    saved, now = bool(state.get("sharded")), sharded.is_sharded(accelerator)
+    if saved != now:
+        kinds = {True: "an FSDP2 run (sharded state)", False: "a run without FSDP"}
+        raise CheckpointError(
+            f"{path}: holds {kinds[saved]}, and this is {kinds[now]}; resume it the way it "
+            "was trained (accelerate launch with the same kind of config), or start anew"
+        )
 
 
 @contextlib.contextmanager

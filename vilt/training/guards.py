@@ -35,6 +35,7 @@ from torch import nn
 
 from .config import TrainingConfig
 from .progress import Reading
+from .sharded import all_finite
 from .state import TrainState
 
 __all__ = [
@@ -123,13 +124,14 @@ def check_weights(model: nn.Module, what: str, step: int) -> None:
 
 
 def first_nonfinite_parameter(model: nn.Module) -> str | None:
-    """The name of the first parameter or buffer holding a NaN or inf (one host read), or
-    None: the check before a checkpoint or the final model is saved."""
+    """The name of the first parameter or buffer holding a NaN or inf (one host read; under
+    FSDP2 also one all-reduce, every process must call it), or None: the check before a
+    checkpoint or the final model is saved."""
     named = [(n, t) for n, t in [*model.named_parameters(), *model.named_buffers()]]
     named = [(n, t) for n, t in named if t.is_floating_point() and t.numel()]
     if not named:
         return None
-    finite = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist()
+    finite = all_finite([t for _, t in named])  # FSDP2: every process's shards
     return next((name for (name, _), ok in zip(named, finite, strict=True) if not ok), None)
 
 

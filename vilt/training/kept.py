@@ -36,6 +36,8 @@ class KeptWeights:
             ``save_best_mode``, ``early_stop_patience``, ``output_dir``).
         metrics: the run's evaluation metrics (names that ``save_best`` may use).
         device: where the average lives.
+        sharded: the run shards its model (FSDP2), which neither the EMA nor the best-model
+            copy supports yet (both copy whole tensors): a ValueError when either is asked.
     """
 
     def __init__(
@@ -44,7 +46,14 @@ class KeptWeights:
         config: TrainingConfig,
         metrics: Mapping[str, Any],
         device: torch.device,
+        *,
+        sharded: bool = False,
     ) -> None:
+        if sharded and (config.ema_decay is not None or config.save_best):
+            raise ValueError(
+                "ema_decay and save_best do not run under FSDP2 yet (they copy whole weights): "
+                "train without them, or under DDP"
+            )
         self.ema: ModelEma | None = None
         if config.ema_decay is not None:
             self.ema = ModelEma(model, config.ema_decay, warmup=config.ema_warmup, device=device)

@@ -52,7 +52,7 @@ logger = logging.getLogger("vilt.training")
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
 STATE_NAME = "trainer_state.json"
 MODEL_NAME = "model.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest read: 1 (one process, DDP), 2 (FSDP2: sharded/)
 _CHUNK = 1 << 20
 # TrainingConfig fields that change neither the weights nor the data order: not reported
 _BOOKKEEPING = {"output_dir", "resume", "log_every", "eval_every", "save_every", "keep_last",

@@ -19,6 +19,7 @@ from . import guards
 from .config import TrainingConfig
 from .evaluate import batch_size_of, split_batch
 from .progress import StepWindow
+from .sharded import full_tensor, is_sharded
 
 __all__ = ["TrainStep"]
 
@@ -60,6 +61,11 @@ class TrainStep:
         self.inner = getattr(optimizer, "optimizer", optimizer)
         scaler = getattr(accelerator, "scaler", None)  # fp16: it skips overflows itself
         skip = config.on_nonfinite == "skip"
+        if skip and is_sharded(accelerator):  # its guards mix whole and sharded tensors
+            raise ValueError(
+                "on_nonfinite='skip' does not run under FSDP2 yet: use on_nonfinite='raise' "
+                "(a NaN or inf then stops the run at the next read, before any save)"
+            )
         self.found_inf = skip and scaler is None and guards.skips_on_device(self.inner)
         self.host_check = skip and scaler is None and not self.found_inf
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -112,9 +118,12 @@ class TrainStep:
         return acc.sync_gradients
 
     def _grad_norm(self) -> torch.Tensor | None:
-        """The gradient norm before clipping, when clipping or the skip on the device needs it."""
+        """The gradient norm before clipping, when clipping or the skip on the device needs it
+        (a plain tensor: under FSDP2 the whole norm of the sharded gradients)."""
         if self.config.max_grad_norm:
-            return self.accelerator.clip_grad_norm_(
+            norm = self.accelerator.clip_grad_norm_(
                 self.model.parameters(), self.config.max_grad_norm
             )
-        return guards.total_norm(self.model.parameters()) if self.found_inf else None
+        else:
+            norm = guards.total_norm(self.model.parameters()) if self.found_inf else None
+        return full_tensor(norm)

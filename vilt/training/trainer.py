@@ -55,6 +55,7 @@ from .optim import build_optimizer, build_scheduler, describe_param_groups
 from .progress import StepWindow
 from .records import MetricsLog, data_skips, text_truncation, write_json_atomic
 from .resume import changed_settings, find_resume, settings_applied
+from .sharded import is_sharded
 from .state import TrainState
 from .step import TrainStep
 
@@ -133,7 +134,9 @@ class Trainer:
         if config.layer_decay is not None:
             lines = describe_param_groups(optimizer.param_groups, config.lr)
             acc.print(f"layer-wise lr decay {config.layer_decay:g}:\n  " + "\n  ".join(lines))
-        self.kept = KeptWeights(model, config, self.metrics, acc.device)  # EMA, best model
+        self.kept = KeptWeights(  # EMA, best model
+            model, config, self.metrics, acc.device, sharded=is_sharded(acc)
+        )
         train_loader = self._loader(train_dataset, collate_fn, train=True)
         eval_loader = None
         if eval_dataset is not None:
@@ -493,8 +496,8 @@ class Trainer:
             logger.warning("train_loss is None: the last logged steps had no finite loss")
         if cfg.save_model and hasattr(unwrapped, "save_pretrained"):
             guards.check_weights(unwrapped, "model", self.state.global_step)  # every process
+            ckpt.save_model(acc, self.model, self.output_dir, processor=self.processor)
             if acc.is_main_process:
-                unwrapped.save_pretrained(self.output_dir, processor=self.processor)
                 self.kept.save_final(self.output_dir, self.state.global_step)
         if acc.is_main_process:
             write_json_atomic(self.output_dir / "results.json", results)
