@@ -252,7 +252,41 @@ class _BaseConfig:
 
 @dataclass
 class ViTConfig(_BaseConfig):
-    """Image-only Vision Transformer. Defaults are ViT-B/16 at 224 (google/vit-base-patch16-224)."""
+    """Image-only Vision Transformer. Defaults are ViT-B/16 at 224 (google/vit-base-patch16-224).
+
+    Field names and meanings follow transformers' ``ViTConfig``; construction checks every
+    field and raises :class:`ConfigError` naming the first one that cannot build a model.
+
+    Args:
+        hidden_size: width of every token (the model dimension D).
+        num_hidden_layers: number of transformer blocks.
+        num_attention_heads: heads per attention; must divide ``hidden_size``.
+        intermediate_size: hidden width of each block's MLP.
+        hidden_act: the MLP's activation, one of ``ACTIVATIONS`` ("gelu", "relu", ...).
+        hidden_dropout_prob: dropout on embeddings and block outputs, in [0, 1).
+        attention_probs_dropout_prob: dropout on the attention probabilities, in [0, 1).
+        layer_norm_eps: epsilon of every LayerNorm (> 0).
+        qkv_bias: whether the query, key and value projections have a bias.
+        image_size: input (height, width) in pixels, or one int for a square; a whole number
+            of patches, it sets the learned position grid.
+        patch_size: (height, width) of a patch in pixels, or one int for a square.
+        num_channels: channels of the input images (3 for RGB).
+        initializer_range: standard deviation of the normal weight initialisation.
+        drop_path_rate: stochastic-depth rate of the last block, rising linearly from 0 over
+            the blocks, in [0, 1) (0: off).
+        layer_scale_init_value: initial per-channel scale on each residual branch (0: none).
+        num_labels: outputs of the classification head; set from ``id2label`` when given.
+        id2label: class index to label name, or None; JSON's string keys become ints.
+        label2id: label name to class index; derived from ``id2label`` when None.
+        pooling: what ``ViTForImageClassification`` classifies: "cls" (the class token) or
+            "mean" (the mean patch token).
+        problem_type: the classification loss: None (decided from the labels), or one of
+            "single_label_classification" (cross-entropy on class ids or soft targets),
+            "multi_label_classification" (BCE) and "regression" (MSE).
+
+    Raises:
+        ConfigError: for a field of the wrong type or an impossible value.
+    """
 
     model_type: ClassVar[str] = "vit"
 
@@ -277,7 +311,49 @@ class ViTConfig(_BaseConfig):
 
 @dataclass
 class ViltConfig(_BaseConfig):
-    """Vision-and-language transformer. Defaults are ViLT-B/32 at 384 (dandelin/vilt-b32-mlm)."""
+    """Vision-and-language transformer. Defaults are ViLT-B/32 at 384 (dandelin/vilt-b32-mlm).
+
+    Field names and meanings follow transformers' ``ViltConfig``; construction checks every
+    field and raises :class:`ConfigError` naming the first one that cannot build a model.
+
+    Args:
+        hidden_size: width of every token (the model dimension D).
+        num_hidden_layers: number of transformer blocks.
+        num_attention_heads: heads per attention; must divide ``hidden_size``.
+        intermediate_size: hidden width of each block's MLP.
+        hidden_act: the MLP's activation, one of ``ACTIVATIONS`` ("gelu", "relu", ...).
+        hidden_dropout_prob: dropout on embeddings and block outputs, in [0, 1).
+        attention_probs_dropout_prob: dropout on the attention probabilities, in [0, 1).
+        layer_norm_eps: epsilon of every LayerNorm (> 0).
+        qkv_bias: whether the query, key and value projections have a bias.
+        image_size: (height, width) in pixels of the learned position grid (resized to each
+            image), or one int for a square; a whole number of patches. Default 384.
+        patch_size: (height, width) of a patch in pixels, or one int for a square. Default 32.
+        num_channels: channels of the input images (3 for RGB).
+        initializer_range: standard deviation of the normal weight initialisation.
+        drop_path_rate: stochastic-depth rate of the last block, rising linearly from 0 over
+            the blocks, in [0, 1) (0: off).
+        layer_scale_init_value: initial per-channel scale on each residual branch (0: none).
+        num_labels: outputs of the classification head; set from ``id2label`` when given.
+        id2label: class index to label name, or None; JSON's string keys become ints.
+        label2id: label name to class index; derived from ``id2label`` when None.
+        vocab_size: size of the word-embedding table (the tokenizer's vocabulary).
+        type_vocab_size: size of the text token-type (segment) embedding table.
+        modality_type_vocab_size: size of the modality-type table: 0 text, 1 the image, 2 a
+            second image (NLVR2); at least 2.
+        max_position_embeddings: longest text sequence (the text position table's size).
+        max_image_length: in training, how many patches per image to sample at random; -1
+            keeps every patch (evaluation always keeps every patch).
+        num_images: images per text for NLVR2-style models; -1 unset (2 is used there).
+        pad_token_id: the padding token's id, whose word embedding gets no gradient; or None.
+        pooled_only: run the last block for the [CLS] token only in models whose heads read
+            the pooled state alone (same logits, less work; ``last_hidden_state`` is (B, 1, D)).
+        wpa_weight: weight of the word-patch alignment loss in ``ViltForPreTraining`` (0: off;
+            the ViLT paper trains with 0.1).
+
+    Raises:
+        ConfigError: for a field of the wrong type or an impossible value.
+    """
 
     model_type: ClassVar[str] = "vilt"
 
@@ -447,7 +523,18 @@ def preset_names() -> list[str]:
 
 
 def get_preset(name: str, **overrides: Any) -> ViTConfig | ViltConfig:
-    """The config for a preset name of either family."""
+    """The config for a preset name of either family.
+
+    Args:
+        name: a preset name (see :func:`preset_names`), e.g. "vit-small/16" or "vilt-b32".
+        **overrides: config fields to change from the preset.
+
+    Returns:
+        A ViTConfig or ViltConfig, as the preset's family.
+
+    Raises:
+        ConfigError: for an unknown preset name, an unknown field or an invalid value.
+    """
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
     cls, _ = PRESETS[name]

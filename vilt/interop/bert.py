@@ -50,7 +50,20 @@ def read_bert_config(path_or_name: str) -> dict[str, Any]:
 
 
 def read_bert_text_embeddings(path_or_name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(config dict, text-embedding tensors in vilt's names) of a BERT checkpoint."""
+    """(config dict, text-embedding tensors in vilt's names) of a BERT checkpoint.
+
+    Args:
+        path_or_name: a transformers BERT checkpoint directory (BertModel or BertFor...), or a
+            hub name resolved through the local huggingface_hub cache.
+
+    Returns:
+        The checkpoint's config.json as a dict, and its word, position and token-type
+        embeddings and LayerNorm in ``TextEmbeddings``' names (``norm.weight``, ...).
+
+    Raises:
+        CheckpointError: when it is not a BERT directory (no config.json, or a model_type
+            other than "bert"), its weights cannot be read, or an embedding weight is missing.
+    """
     local, config = _bert_directory(path_or_name)
     weights = read_weights(local)
     state = {}

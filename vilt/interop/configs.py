@@ -55,7 +55,21 @@ def _labels(data: dict[str, Any]) -> dict[str, Any]:
 
 def config_from_transformers(data: dict[str, Any], *, source: str) -> dict[str, Any]:
     """A vilt config dict (with model_type and the vilt architecture) from a transformers
-    config.json. CheckpointError names the field vilt cannot reproduce."""
+    config.json.
+
+    Args:
+        data: the parsed transformers config.json of a ViT or ViLT model.
+        source: how error messages name the file (e.g. its path).
+
+    Returns:
+        The fields vilt's config shares with it, the labels, ``model_type`` ("vit" or "vilt")
+        and ``architectures`` (one vilt class name).
+
+    Raises:
+        CheckpointError: naming the field vilt cannot reproduce (another model_type, an
+            unsupported hidden_act, a ViT pooler other than tanh(Linear(D, D)), or an
+            ``architectures`` that is not a list of class names).
+    """
     family = data.get("model_type")
     if family not in FIELDS:
         raise CheckpointError(
@@ -87,7 +101,19 @@ def config_from_transformers(data: dict[str, Any], *, source: str) -> dict[str, 
 def config_to_transformers(config: ViTConfig | ViltConfig, architecture: str) -> dict[str, Any]:
     """transformers' config.json for a vilt config and model class name.
 
-    CheckpointError when the model computes something transformers' class cannot."""
+    Args:
+        config: the model's config.
+        architecture: the vilt class name (e.g. "ViltForQuestionAnswering"); it becomes the
+            transformers class in ``architectures``.
+
+    Returns:
+        The config.json contents as a dict, with labels (``LABEL_i`` when unnamed).
+
+    Raises:
+        CheckpointError: when the model computes something transformers' class cannot
+            (layer scale, mean pooling, a non-square ViLT image or patch size).
+        KeyError: for an architecture with no transformers counterpart.
+    """
     family = config.model_type
     if config.layer_scale_init_value:
         raise CheckpointError(

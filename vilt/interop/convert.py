@@ -34,8 +34,23 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str | None = 
     """Read ``src`` (a vilt or transformers directory, a hub name, or an original ViLT .ckpt)
     and write it to directory ``dst`` in format ``to``; returns ``dst``.
 
-    ``to=None`` picks the other format: transformers for a vilt checkpoint, vilt for anything
-    else. Floating-point weights keep their dtype (an fp16 checkpoint stays fp16)."""
+    Floating-point weights keep their dtype (an fp16 checkpoint stays fp16). The source's
+    preprocessing files (``SIDE_FILES``) are copied along; the written files change together.
+
+    Args:
+        src: the checkpoint to read: a directory, a hub name or an original ViLT file.
+        dst: the directory to write; created when missing, its other files left as they are.
+        to: "transformers" or "vilt"; None picks the other format: transformers for a vilt
+            checkpoint, vilt for anything else.
+
+    Returns:
+        ``dst`` as a Path.
+
+    Raises:
+        ValueError: for an unknown ``to``.
+        CheckpointError: when ``src`` cannot be read, names a class vilt cannot build, or
+            holds a model the target format cannot express.
+    """
     if to is not None and to not in FORMATS:
         raise ValueError(f"unknown target format {to!r}; choose one of {', '.join(FORMATS)}")
     ckpt = read_checkpoint(src)

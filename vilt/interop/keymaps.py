@@ -159,7 +159,20 @@ def transformers_to_vilt(
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """A transformers ViT/ViLT state dict in vilt's names, and notes on what was left out.
 
-    Keys no rule knows are kept as they are, so loading reports them as unused."""
+    Keys no rule knows are kept as they are, so loading reports them as unused.
+
+    Args:
+        state: the state dict in transformers' names (query, key and value apart).
+        family: "vit" or "vilt".
+        source: how error messages name the checkpoint.
+
+    Returns:
+        The state dict in vilt's names (qkv fused, ITM rank output widened to two logits),
+        and notes on what changes outputs (a separate MLM decoder left out).
+
+    Raises:
+        CheckpointError: when a layer has only some of its query, key and value weights.
+    """
     prefix = BACKBONE_PREFIX[family]
     out: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
@@ -199,7 +212,18 @@ def transformers_to_vilt(
 
 
 def vilt_to_transformers(state: dict[str, torch.Tensor], *, family: str) -> dict[str, torch.Tensor]:
-    """A vilt state dict in transformers' on-disk names (the inverse of transformers_to_vilt)."""
+    """A vilt state dict in transformers' on-disk names (the inverse of transformers_to_vilt).
+
+    Args:
+        state: a vilt model's state dict.
+        family: "vit" or "vilt".
+
+    Returns:
+        The state dict in transformers' names (qkv split, the ITM head as one rank output).
+
+    Raises:
+        CheckpointError: for a weight that has no transformers name.
+    """
     prefix = BACKBONE_PREFIX[family]
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():

@@ -55,8 +55,19 @@ def _has_weights(directory: Path) -> bool:
 
 
 def resolve(path_or_name: str | os.PathLike) -> Path | None:
-    """A local path for a checkpoint path or hub name; None when it is neither an existing path
-    nor a possible hub name. CheckpointError (one line) when a hub name cannot be resolved."""
+    """A local path for a checkpoint path or hub name.
+
+    Args:
+        path_or_name: a local file or directory (``~`` expanded), or a hub name ("org/name"),
+            looked up in huggingface_hub's cache first.
+
+    Returns:
+        The existing path or the hub snapshot directory; None when it is neither an existing
+        path nor a possible hub name.
+
+    Raises:
+        CheckpointError: (one line) when a hub name cannot be resolved.
+    """
     path = Path(path_or_name).expanduser()
     if path.exists():
         return path
@@ -183,8 +194,20 @@ def read_transformers_directory(
 
 
 def read_transformers_checkpoint(path_or_name: str, model_cls: type | None) -> Checkpoint | None:
-    """The registered reader: transformers directories, hub names and original ViLT .ckpt files;
-    None for anything else, so that other readers (and vilt's own errors) get their turn."""
+    """The registered reader: transformers directories, hub names and original ViLT .ckpt files.
+
+    Args:
+        path_or_name: a checkpoint directory, an original ViLT file (.ckpt, .pt, .pth) or a
+            hub name.
+        model_cls: the vilt class asked for, or None to let the checkpoint decide.
+
+    Returns:
+        The Checkpoint in vilt's names; None for anything else, so that other readers (and
+        vilt's own errors) get their turn.
+
+    Raises:
+        CheckpointError: for a checkpoint it recognises but cannot read or translate.
+    """
     local = resolve(path_or_name)
     if local is None:
         return None

@@ -24,7 +24,19 @@ def model_classes() -> dict[str, type[PreTrainedModel]]:
 
 
 def load_model(path_or_name: str | os.PathLike, **overrides: Any) -> PreTrainedModel:
-    """The model class the checkpoint names (vilt or transformers format), with its weights."""
+    """The model class the checkpoint names (vilt or transformers format), with its weights.
+
+    Args:
+        path_or_name: a checkpoint directory, an original ViLT file or a hub name.
+        **overrides: config fields to change (as in ``from_pretrained``).
+
+    Returns:
+        An instance of the vilt class named by the checkpoint's ``architectures``.
+
+    Raises:
+        CheckpointError: when the checkpoint cannot be read, names no class vilt can build,
+            or its weights do not fit that class.
+    """
     ckpt = read_checkpoint(path_or_name)
     classes = model_classes()
     cls = classes.get(ckpt.architecture)

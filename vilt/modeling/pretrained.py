@@ -190,7 +190,14 @@ def _write_vilt(model: PreTrainedModel, out: Path) -> None:
 
 
 class PreTrainedModel(nn.Module):
-    """Base class: weight init, save/load, weight-decay groups, gradient checkpointing."""
+    """Base class: weight init, save/load, weight-decay groups, gradient checkpointing.
+
+    Args:
+        config: the model's config, an instance of the class's ``config_class``.
+
+    Raises:
+        TypeError: for a config of the other family (a ViTConfig for a ViLT model, ...).
+    """
 
     config_class: type[ViTConfig] | type[ViltConfig] = ViltConfig
     # Attribute holding the backbone in models with a head ("" for the backbones themselves).
@@ -255,6 +262,11 @@ class PreTrainedModel(nn.Module):
                 module.gradient_checkpointing = False
 
     def num_parameters(self, trainable_only: bool = False) -> int:
+        """The number of parameter elements.
+
+        Args:
+            trainable_only: count only parameters with ``requires_grad``.
+        """
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # -- saving -------------------------------------------------------------------------------
@@ -286,13 +298,33 @@ class PreTrainedModel(nn.Module):
     @classmethod
     def from_pretrained(cls: type[M], path_or_name: str | os.PathLike, **overrides: Any) -> M:
         """Load a model from vilt's format or any registered one (transformers directories and
-        hub names through vilt.interop). ``overrides`` replace config fields; one that changes a
-        head's shape (num_labels) re-initialises that head and says so."""
+        hub names through vilt.interop).
+
+        Args:
+            path_or_name: a checkpoint directory, an original ViLT file or a hub name.
+            **overrides: config fields to replace; one that changes a head's shape
+                (num_labels) re-initialises that head and says so (a CheckpointWarning).
+
+        Raises:
+            CheckpointError: when the checkpoint cannot be read, holds the other model
+                family, or has weights that do not fit this class.
+            ConfigError: for an override that is not a config field or is invalid.
+        """
         return cls.from_checkpoint(read_checkpoint(path_or_name, cls), **overrides)
 
     @classmethod
     def from_checkpoint(cls: type[M], ckpt: Checkpoint, **overrides: Any) -> M:
-        """Build this class from a checkpoint that was already read (see ``read_checkpoint``)."""
+        """Build this class from a checkpoint that was already read (see ``read_checkpoint``).
+
+        Args:
+            ckpt: the checkpoint (config dict and state dict in vilt's names).
+            **overrides: config fields to replace, as in ``from_pretrained``.
+
+        Raises:
+            CheckpointError: when the checkpoint holds the other model family or has weights
+                that do not fit this class.
+            ConfigError: for an override that is not a config field or is invalid.
+        """
         model_type = ckpt.config.get("model_type")
         if model_type and model_type != cls.config_class.model_type:
             raise CheckpointError(
@@ -354,7 +386,21 @@ class PreTrainedModel(nn.Module):
 
     def load_checkpoint_state(self, ckpt: Checkpoint, overrides: dict[str, Any]) -> None:
         """Load ``ckpt.state_dict`` strictly, except where a change of head explains the gap
-        or a new image size the position table's (resampled, with a warning)."""
+        or a new image size the position table's (resampled, with a warning).
+
+        Sets ``loading_info`` (newly initialised and unused keys, notes) and warns
+        (CheckpointWarning) about each.
+
+        Args:
+            ckpt: the checkpoint to load; its backbone keys may sit under this model's
+                ``base_model_prefix`` or not.
+            overrides: the config overrides this model was built with; "num_labels" among them
+                lets head weights of another shape be re-initialised.
+
+        Raises:
+            CheckpointError: for weights of the wrong shape, missing weights (other than a
+                new head's), or unused weights from a checkpoint of this very class.
+        """
         state, resampled = self._resample_positions(self._adapt_prefix(ckpt.state_dict), ckpt)
         own = self.state_dict()
         same_class = ckpt.architecture == type(self).__name__

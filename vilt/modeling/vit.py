@@ -18,7 +18,13 @@ from .pretrained import PreTrainedModel
 
 
 class ViTModel(PreTrainedModel):
-    """Patches + class token through the shared encoder; tanh pooler on the class token."""
+    """Patches + class token through the shared encoder; tanh pooler on the class token.
+
+    Args:
+        config: the model's sizes.
+        add_pooling_layer: build the pooler (tanh(Linear) on the class token); without it
+            ``pooler_output`` is None.
+    """
 
     config_class = ViTConfig
     # a classification checkpoint has no pooler (as in transformers), nor has a ViTModel saved
@@ -101,6 +107,9 @@ class ViTModel(PreTrainedModel):
 
         Returns:
             One tensor per chosen block, in block order.
+
+        Raises:
+            ValueError: for indices past the model's blocks, or an unknown ``output_fmt``.
         """
         depth = len(self.encoder.blocks)
         if indices is None:
@@ -133,7 +142,12 @@ class ViTModel(PreTrainedModel):
 
 
 class ViTForImageClassification(PreTrainedModel):
-    """ViT with a linear head on the class token (or the mean patch token, config.pooling)."""
+    """ViT with a linear head on the class token (or the mean patch token, config.pooling).
+
+    Args:
+        config: the model's sizes; ``num_labels`` outputs (0: no head, the features
+            themselves), ``pooling`` and ``problem_type`` (the loss).
+    """
 
     task = "image-classification"
 
@@ -190,7 +204,12 @@ class ViTForImageClassification(PreTrainedModel):
     def forward_features(
         self, pixel_values: torch.Tensor, *, interpolate_pos_encoding: bool = False
     ) -> torch.Tensor:
-        """The backbone's :meth:`ViTModel.forward_features`."""
+        """The backbone's :meth:`ViTModel.forward_features`: (B, 1 + patches, D).
+
+        Args:
+            pixel_values: (B, C, H, W) normalised images.
+            interpolate_pos_encoding: resize the position grid to another image size.
+        """
         return self.vit.forward_features(
             pixel_values, interpolate_pos_encoding=interpolate_pos_encoding
         )
@@ -205,7 +224,19 @@ class ViTForImageClassification(PreTrainedModel):
         include_cls: bool = False,
         interpolate_pos_encoding: bool = False,
     ) -> list[torch.Tensor]:
-        """The backbone's :meth:`ViTModel.forward_intermediates`."""
+        """The backbone's :meth:`ViTModel.forward_intermediates`.
+
+        Args:
+            pixel_values: (B, C, H, W) normalised images.
+            indices: None (every block), n (the last n) or a list of block indices.
+            norm: pass each output through the final LayerNorm.
+            output_fmt: "NCHW" (patch feature maps) or "NLC" (token sequences).
+            include_cls: with "NLC", keep the class token in front.
+            interpolate_pos_encoding: resize the position grid to another image size.
+
+        Returns:
+            One tensor per chosen block, in block order.
+        """
         return self.vit.forward_intermediates(
             pixel_values,
             indices,
