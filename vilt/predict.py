@@ -53,10 +53,30 @@ def answer_question(
 ) -> list[tuple[str, float]]:
     """The ``top_k`` answers with their probabilities (sigmoid of the VQA logits), best first.
 
-    ``model``: a VQA checkpoint path (its processor loads with it) or a loaded
-    ViltForQuestionAnswering with its ``processor``. ``tta_flip`` / ``tta_shift``: answer from
-    the logits averaged over test-time views of the image (its mirror image; the image moved
-    ``tta_shift`` pixels each way), as ``vilt vqa --tta-flip --tta-shift`` scores."""
+    With ``tta_flip`` / ``tta_shift`` the answer comes from the logits averaged over test-time
+    views of the image, as ``vilt vqa --tta-flip --tta-shift`` scores.
+
+    Args:
+        model: a VQA checkpoint path (its processor loads with it) or a loaded
+            ViltForQuestionAnswering.
+        image: a file path, encoded bytes, a PIL image or an array (decoded to RGB).
+        question: the question about the image (not empty).
+        top_k: how many answers to return (>= 1).
+        processor: the model's ViltProcessor; needed with a loaded model, else read from
+            the checkpoint.
+        tta_flip: also score the image mirrored left-right.
+        tta_shift: also score the image moved this many pixels up, down, left and right.
+
+    Returns:
+        ``(answer, probability)`` pairs; an answer without a label name is its class index.
+
+    Raises:
+        TypeError: for a question that is not a string, or a model that is not a VQA model.
+        ValueError: for an empty question, ``top_k`` < 1, a negative ``tta_shift``, or a
+            loaded model without its processor (or a processor that does not fit it).
+        CheckpointError: when the checkpoint cannot be loaded.
+        ImageError: when the image cannot be read.
+    """
     if not isinstance(question, str):
         raise TypeError(f"question must be a string, got {type(question).__name__}")
     if not question.strip():
@@ -103,10 +123,27 @@ def attention_map(
 ) -> Path:
     """Attention rollout from token ``query`` over the image patches, saved as a PNG.
 
-    ``model``: a ViT or ViLT checkpoint path (any class; its processor loads with it) or a
-    loaded model with its ``processor``. ViLT needs the ``text`` paired with the image;
-    ``query`` is then a position in that text (0 = [CLS]), and ``per_token=True`` draws one
-    map for every text token instead. For ViT, ``query`` 0 is the class token."""
+    Args:
+        model: a ViT or ViLT checkpoint path (any class; its processor loads with it) or a
+            loaded model.
+        image: a file path, encoded bytes, a PIL image or an array (decoded to RGB).
+        out_path: the PNG file to write (must end in .png).
+        text: the text paired with the image; required for ViLT, refused for ViT.
+        query: the token whose attention is drawn: a position in the text for ViLT
+            (0 = [CLS]); for ViT only 0, the class token.
+        per_token: ViLT only: draw one map for every text token instead.
+        processor: the model's processor; needed with a loaded model, else read from the
+            checkpoint.
+
+    Returns:
+        ``out_path`` as a Path.
+
+    Raises:
+        ValueError: for a path not ending in .png, a loaded model without its processor,
+            text for a ViT or none for a ViLT, or a ``query`` outside the tokens.
+        CheckpointError: when the checkpoint cannot be loaded.
+        ImageError: when the image cannot be read.
+    """
     from .viz import crop_to_image, patch_heatmaps, save_attention_figure
     from .viz import save_token_attention_figure as save_tokens
 

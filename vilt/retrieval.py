@@ -31,12 +31,17 @@ __all__ = ["RetrievalResult", "rank_by_scores", "rerank", "retrieval_recall"]
 class RetrievalResult:
     """Recall@K in percent for text->image and image->text retrieval.
 
-    ``text_ranks[t]``: 0-based rank of text t's first correct image among all images.
-    ``image_ranks[i]``: the best rank of any of image i's correct texts among all texts (None
-    for an image that no text describes; such images are distractors for text->image and not
-    image->text queries). ``pairs_scored``: image-text pairs run through the ITM head.
-    ``text_top[t]`` / ``image_top[i]``: the first max(ks) images / texts retrieved for each
-    query, best first."""
+    Attributes:
+        text_to_image: K -> text->image recall@K, in percent.
+        image_to_text: K -> image->text recall@K, in percent (over images some text describes).
+        pairs_scored: image-text pairs run through the ITM head.
+        text_ranks: per text, the 0-based rank of its first correct image among all images.
+        image_ranks: per image, the best rank of any of its correct texts among all texts;
+            None for an image that no text describes (a distractor for text->image queries,
+            not an image->text query).
+        text_top: per text, the first max(ks) images retrieved, best first.
+        image_top: per image, the first max(ks) texts retrieved, best first.
+    """
 
     text_to_image: dict[int, float]
     image_to_text: dict[int, float]
@@ -59,13 +64,26 @@ class RetrievalResult:
 
 
 def rank_by_scores(scores: torch.Tensor) -> torch.Tensor:
-    """(Q, C) scores -> (Q, C) candidate ids, best first; ties keep index order."""
+    """(Q, C) scores -> (Q, C) candidate ids, best first; ties keep index order.
+
+    Args:
+        scores: (Q queries, C candidates) scores, higher is better.
+    """
     return torch.sort(scores, dim=1, descending=True, stable=True).indices
 
 
 def rerank(first: torch.Tensor, candidates: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """Per query: ``candidates`` (Q, k) ordered by their ``scores`` (Q, k), then every other
-    candidate in the order of the first-stage scores ``first`` (Q, C)."""
+    candidate in the order of the first-stage scores ``first`` (Q, C).
+
+    Args:
+        first: (Q, C) first-stage scores of every candidate.
+        candidates: (Q, k) ids of the candidates that were rescored, distinct per row.
+        scores: (Q, k) their new scores, higher is better.
+
+    Returns:
+        (Q, C) candidate ids, best first.
+    """
     q, c = first.shape
     by_score = candidates.gather(1, rank_by_scores(scores))
     rest = torch.ones(q, c, dtype=torch.bool).scatter_(1, candidates, False)

@@ -60,9 +60,20 @@ class ViltProcessor:
         *,
         max_length: int | None = None,
     ) -> BatchEncoding:
-        """Encode a batch. ``images``: one image or a list (paths, PIL images, arrays; a list
-        of pairs for NLVR2); ``text``: one string or a list, one per image. Either may be
-        left out, giving only its own outputs."""
+        """Encode a batch. Either input may be left out, giving only its own outputs.
+
+        Args:
+            images: one image or a list (paths, PIL images, arrays; a list of pairs for NLVR2).
+            text: one string or a list, one per image.
+            return_tensors: "pt" (the only one).
+            padding: as for :class:`Tokenizer` (True: to the longest text of the batch).
+            truncation: cut texts at the length limit (counted in ``self.truncation``).
+            max_length: the length limit for this call (default: ``self.max_length``).
+
+        Raises:
+            ValueError: for neither input, another ``return_tensors``, or a number of
+                images other than the number of texts.
+        """
         if images is None and text is None:
             raise ValueError("pass images=, text= or both")
         if return_tensors != "pt":
@@ -113,9 +124,18 @@ class ViltProcessor:
             )
 
     @classmethod
-    def from_config(cls, config: Any, tokenizer: Tokenizer | Any, **image_options: Any):
+    def from_config(
+        cls, config: Any, tokenizer: Tokenizer | Any, **image_options: Any
+    ) -> ViltProcessor:
         """A processor for a ViltConfig: image sizes from it (:meth:`ImageProcessor.from_config`)
-        and ``max_length`` = its max_position_embeddings."""
+        and ``max_length`` = its max_position_embeddings.
+
+        Args:
+            config: a ViltConfig (anything with image_size, patch_size and
+                max_position_embeddings).
+            tokenizer: a vilt Tokenizer or a transformers fast tokenizer.
+            **image_options: ImageProcessor settings that replace those from the config.
+        """
         return cls(
             ImageProcessor.from_config(config, **image_options),
             tokenizer,
@@ -143,13 +163,25 @@ class ViltProcessor:
         return Path(directory)
 
     @classmethod
-    def from_pretrained(cls, path_or_name: str | os.PathLike, **image_options: Any):
+    def from_pretrained(
+        cls, path_or_name: str | os.PathLike, **image_options: Any
+    ) -> ViltProcessor:
         """Read a vilt or transformers directory (or hub name): tokenizer.json or vocab.txt
         (+ tokenizer_config.json), preprocessor_config.json or processor_config.json.
 
         Without image processor settings the model's config.json decides the sizes (ViLT
         defaults without one). max_length: the tokenizer's model_max_length, else the
-        config's max_position_embeddings, else 40."""
+        config's max_position_embeddings, else 40.
+
+        Args:
+            path_or_name: a directory (or a file in it) or a hub name.
+            **image_options: ImageProcessor settings that replace the saved ones.
+
+        Raises:
+            FileNotFoundError: when the path does not exist, a hub name cannot be resolved,
+                or the directory holds no tokenizer.
+            ValueError: for tokenizer or image processor files that cannot be read.
+        """
         directory = resolve_directory(path_or_name)
         if directory.is_file():
             directory = directory.parent

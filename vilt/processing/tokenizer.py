@@ -39,7 +39,12 @@ _SANE_MAX_LENGTH = 1_000_000  # transformers writes 1e30 for "no limit"
 
 
 class BatchEncoding(dict):
-    """``input_ids``, ``attention_mask``, ``token_type_ids``; plus :meth:`word_ids`."""
+    """``input_ids``, ``attention_mask``, ``token_type_ids``; plus :meth:`word_ids`.
+
+    Args:
+        data: the named outputs (tensors or lists).
+        encodings: the ``tokenizers`` encodings, one per text (for :meth:`word_ids`).
+    """
 
     def __init__(self, data: dict[str, Any], encodings: list[Any]) -> None:
         super().__init__(data)
@@ -47,10 +52,19 @@ class BatchEncoding(dict):
 
     def word_ids(self, batch_index: int = 0) -> list[int | None]:
         """The word each token of text ``batch_index`` came from (None: special or padding),
-        for whole-word masking."""
+        for whole-word masking.
+
+        Args:
+            batch_index: which text of the batch.
+        """
         return list(self.encodings[batch_index].word_ids)
 
     def to(self, device: str | torch.device) -> BatchEncoding:
+        """A copy with every tensor moved to ``device`` (other values kept as they are).
+
+        Args:
+            device: the target device, e.g. "cuda" or ``torch.device("cpu")``.
+        """
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()}
         return BatchEncoding(moved, self.encodings)
 
@@ -58,8 +72,16 @@ class BatchEncoding(dict):
 class Tokenizer:
     """A ``tokenizers`` tokenizer with the calls ViLT needs.
 
-    ``special_tokens`` maps pad/unk/cls/sep/mask_token to their strings (BERT's by default);
-    ``lowercase`` is recorded for the saved files (the normaliser does the lowercasing)."""
+    Args:
+        backend: the Rust ``tokenizers.Tokenizer`` (its truncation and padding are reset).
+        special_tokens: pad/unk/cls/sep/mask_token to their strings, over BERT's defaults.
+        lowercase: recorded for the saved files (the backend's normaliser does the
+            lowercasing).
+        model_max_length: the longest text a model takes, saved in tokenizer_config.json.
+
+    Raises:
+        ValueError: when the vocabulary lacks one of the five special tokens.
+    """
 
     def __init__(
         self,
@@ -136,10 +158,21 @@ class Tokenizer:
     ) -> BatchEncoding:
         """Encode ``texts`` as [CLS] tokens [SEP].
 
-        padding: True/"longest" pads to the longest text of the batch; "max_length" pads to
-        ``max_length``; False pads nothing (then ``return_tensors`` needs equal lengths, or
-        None for lists). truncation: cut each text to ``max_length`` tokens, specials
-        included. Returns input_ids, attention_mask, token_type_ids (long tensors or lists)."""
+        Args:
+            texts: one string or a sequence of strings.
+            padding: True/"longest" pads to the longest text of the batch; "max_length" to
+                ``max_length``; False pads nothing (then "pt" needs equal lengths).
+            truncation: cut each text to ``max_length`` tokens, specials included.
+            max_length: the length limit (>= 2, room for [CLS] and [SEP]).
+            return_tensors: "pt" for long tensors, None for lists.
+
+        Returns:
+            input_ids, attention_mask, token_type_ids (long tensors or lists).
+
+        Raises:
+            TypeError: for a text that is not a string.
+            ValueError: for invalid Unicode, an unknown option, or unequal lengths with "pt".
+        """
         batch = [texts] if isinstance(texts, str) else list(texts)
         for i, text in enumerate(batch):
             if not isinstance(text, str):
@@ -195,31 +228,64 @@ class Tokenizer:
 
     def word_ids(self, batch_index: int = 0) -> list[int | None]:
         """Word ids of text ``batch_index`` of the last batch this tokenizer encoded (prefer
-        the returned encoding's own ``word_ids``, which no other call can replace)."""
+        the returned encoding's own ``word_ids``, which no other call can replace).
+
+        Args:
+            batch_index: which text of that batch.
+
+        Raises:
+            RuntimeError: when nothing has been encoded yet.
+        """
         if self._last is None:
             raise RuntimeError("word_ids needs a batch encoded first")
         return self._last.word_ids(batch_index)
 
     def tokenize(self, text: str) -> list[str]:
         """The WordPiece tokens of ``text``, without [CLS]/[SEP], never cut: the backend
-        keeps the last call's truncation as state, which is reset here."""
+        keeps the last call's truncation as state, which is reset here.
+
+        Args:
+            text: one string.
+        """
         with self._lock:
             self._configure(None, None, 0)
             return self.backend.encode(text, add_special_tokens=False).tokens
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
+        """The token strings of ``ids``.
+
+        Args:
+            ids: token ids; an id outside the vocabulary gives the [UNK] token.
+        """
         return [self.backend.id_to_token(int(i)) or self.special_tokens["unk_token"] for i in ids]
 
     def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
+        """The ids of ``tokens``.
+
+        Args:
+            tokens: token strings; one outside the vocabulary gives the [UNK] id.
+        """
         unk = self.unk_token_id
         return [t if (t := self.backend.token_to_id(tok)) is not None else unk for tok in tokens]
 
     def decode(self, ids: Iterable[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
+        """The text of one row of ids (WordPiece pieces joined back into words).
+
+        Args:
+            ids: token ids, a list or a 1-D tensor.
+            skip_special_tokens: leave out [PAD], [CLS], [SEP] and the other special tokens.
+        """
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
     def batch_decode(self, rows: Any, skip_special_tokens: bool = True) -> list[str]:
+        """The texts of several rows of ids, as :meth:`decode`.
+
+        Args:
+            rows: a list of id rows or a 2-D tensor.
+            skip_special_tokens: leave out the special tokens.
+        """
         if isinstance(rows, torch.Tensor):
             rows = rows.tolist()
         return [self.decode(r, skip_special_tokens=skip_special_tokens) for r in rows]
@@ -230,7 +296,16 @@ class Tokenizer:
         cls, vocab_file: str | os.PathLike, *, lowercase: bool = True, model_max_length: int = 40
     ) -> Tokenizer:
         """A BERT WordPiece tokenizer from a ``vocab.txt`` (one token a line, id = line number),
-        built as transformers' BertTokenizerFast builds it."""
+        built as transformers' BertTokenizerFast builds it.
+
+        Args:
+            vocab_file: the vocabulary file.
+            lowercase: lowercase texts before splitting them (uncased BERT).
+            model_max_length: the longest text a model takes.
+
+        Raises:
+            ValueError: for an empty vocabulary or one without the five special tokens.
+        """
         path = Path(vocab_file)
         vocab: dict[str, int] = {}
         for line in read_text(path).split("\n"):
@@ -249,7 +324,16 @@ class Tokenizer:
 
     @classmethod
     def from_transformers(cls, tokenizer: Any, *, model_max_length: int | None = None) -> Tokenizer:
-        """Wrap a transformers fast tokenizer (its Rust backend and special tokens)."""
+        """Wrap a transformers fast tokenizer (its Rust backend and special tokens).
+
+        Args:
+            tokenizer: a transformers ``PreTrainedTokenizerFast`` (e.g. BertTokenizerFast).
+            model_max_length: the longest text a model takes; None: the tokenizer's own
+                (40 when it says "no limit").
+
+        Raises:
+            TypeError: for a slow tokenizer (one without a Rust backend).
+        """
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:
             raise TypeError(
@@ -269,7 +353,15 @@ class Tokenizer:
     @classmethod
     def from_pretrained(cls, path_or_name: str | os.PathLike) -> Tokenizer:
         """From a directory (or hub name) with ``tokenizer.json`` or a BERT ``vocab.txt``
-        (plus the optional ``tokenizer_config.json``), or from either file itself."""
+        (plus the optional ``tokenizer_config.json``), or from either file itself.
+
+        Args:
+            path_or_name: a directory, a tokenizer.json or vocab.txt file, or a hub name.
+
+        Raises:
+            FileNotFoundError: when neither file is there, or a hub name cannot be resolved.
+            ValueError: for a file that is not a tokenizer, or one without the special tokens.
+        """
         path = resolve_directory(path_or_name)
         directory = path.parent if path.is_file() else path
         config_file = directory / "tokenizer_config.json"
@@ -383,7 +475,19 @@ def train_tokenizer(
     pairs seen fewer than ``min_frequency`` times are not merged. Deterministic: the same
     texts give the same ids on every run and every process. The vocabulary comes out
     smaller than ``vocab_size`` when the texts hold fewer distinct pieces. Save it with the
-    model (``save_pretrained``)."""
+    model (``save_pretrained``).
+
+    Args:
+        texts: an iterable of strings (not one string).
+        vocab_size: the largest vocabulary, special tokens included (> 5).
+        lowercase: lowercase texts before splitting them.
+        min_frequency: pairs seen fewer times than this are not merged.
+        model_max_length: the longest text a model takes, saved with the tokenizer.
+
+    Raises:
+        TypeError: when ``texts`` is a single string.
+        ValueError: for ``vocab_size`` <= 5 or no texts.
+    """
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens")
     if isinstance(texts, str):

@@ -30,6 +30,11 @@ def shift_image(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """``image`` (..., H, W) moved down ``dy`` and right ``dx`` pixels (negative: up, left),
     each output pixel read from the nearest pixel inside the image (the border repeated).
 
+    Args:
+        image: (..., H, W) tensor (an image batch or a pixel mask).
+        dy: rows to move down (negative: up).
+        dx: columns to move right (negative: left).
+
     Raises:
         ValueError: a shift as large as the image (it would leave only the repeated border:
             no view of the image at all).
@@ -46,13 +51,28 @@ def shift_image(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 
 def mirror(image: torch.Tensor) -> torch.Tensor:
-    """``image`` (..., H, W) mirrored left-right."""
+    """``image`` (..., H, W) mirrored left-right.
+
+    Args:
+        image: (..., H, W) tensor (an image batch or a pixel mask).
+    """
     return image.flip(-1)
 
 
 def test_time_views(*, flip: bool = False, shift: int = 0) -> list[ImageView]:
-    """The extra views to average with the image itself: mirrored (``flip``) and moved
-    ``shift`` pixels up, down, left and right (``shift`` > 0)."""
+    """The extra views to average with the image itself.
+
+    Args:
+        flip: add the image mirrored left-right.
+        shift: when > 0, add the image moved this many pixels up, down, left and right.
+
+    Returns:
+        The view functions, each taking and returning a (..., H, W) tensor; empty without
+        ``flip`` or ``shift``.
+
+    Raises:
+        ValueError: for a negative ``shift``.
+    """
     if shift < 0:
         raise ValueError(f"test-time shift must be >= 0 pixels, got {shift}")
     views: list[ImageView] = [mirror] if flip else []
@@ -64,7 +84,14 @@ def test_time_views(*, flip: bool = False, shift: int = 0) -> list[ImageView]:
 class AveragedViews:
     """Calls ``model`` like the model itself: the output is the plain view's (its loss, its
     hidden states) with ``logits`` replaced by the mean over the image and its ``views``.
-    Without views, or for inputs without ``pixel_values``, it is the model's output as is."""
+    Without views, or for inputs without ``pixel_values``, it is the model's output as is.
+
+    Args:
+        model: the model (any callable taking keyword inputs and returning a dataclass output
+            with ``logits``).
+        views: the extra views (see :func:`test_time_views`); each applies to
+            ``pixel_values`` and ``pixel_mask`` alike.
+    """
 
     def __init__(self, model: Callable[..., Any], views: Sequence[ImageView]) -> None:
         self.model = model
