@@ -3,9 +3,10 @@
 Text is tokenized here, padded to the longest text of the batch and truncated at
 ``max_length`` tokens (default: the processor's, 40 for ViLT; keep it within the model's
 ``max_position_embeddings``); each collator's ``truncation`` counter counts the texts cut
-(across DataLoader workers), which the Trainer reports at the end of a run. Images arrive decoded and transformed by the workers
-(``preprocess_one``) and are padded to the largest in the batch by the image processor's
-``pad``, which also returns ``pixel_mask`` (left out of a batch in which no image is padded).
+(across DataLoader workers), which the Trainer reports at the end of a run. Images arrive
+decoded and transformed by the workers (``preprocess_one``) and are padded to the largest in
+the batch by the image processor's ``pad``, which also returns ``pixel_mask`` (left out of a
+batch in which no image is padded).
 
 Every collator drops ``None`` items (records skipped with ``skip_bad``) and returns
 ``None`` when a whole batch was skipped: skip such a batch. Values that are not model
