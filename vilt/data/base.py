@@ -41,11 +41,16 @@ __all__ = ["ImageRecord", "ImageTransform", "RecordDataset", "pil_to_tensor"]
 
 @dataclass
 class ImageRecord:
-    """One example's image: ``image`` is a path, bytes, a ``datasets`` image dict, a PIL
-    image, an array, or a zero-argument callable returning one of these (a row of a large
-    data set, read only when needed); ``image_key`` names the image (its id or path: the
-    cache key, and what tells two images apart for ITM negatives); ``source`` names the
-    record in errors."""
+    """One example's image, as a data set's record holds it (decoded only when needed).
+
+    Args:
+        image: a path, bytes, a ``datasets`` image dict, a PIL image, an array, or a
+            zero-argument callable returning one of these (a row of a large data set, read
+            only when needed).
+        image_key: names the image (its id or path): the key of the image cache, and what
+            tells two images apart for ITM negatives; None: not cached.
+        source: names the record in error messages (e.g. "question 42 of questions.json").
+    """
 
     image: Any
     image_key: Hashable | None = None
@@ -53,14 +58,37 @@ class ImageRecord:
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> uint8 tensor (3, H, W): the transform used when none is given."""
+    """RGB PIL image -> uint8 tensor (3, H, W): the transform used when none is given.
+
+    Args:
+        image: a PIL image of any mode; it is converted to RGB.
+
+    Returns:
+        A contiguous uint8 tensor of shape (3, H, W), values 0..255.
+    """
     array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 class RecordDataset(torch.utils.data.Dataset):
     """Map-style base: subclasses set ``self.records`` and implement ``encode(record, i)``,
-    calling ``self.image_tensor(record)`` for the transformed image."""
+    calling ``self.image_tensor(record)`` for the transformed image.
+
+    ``self.records`` must be set before this constructor runs (it sizes the skip marks and
+    fills the cache from them). ``__getitem__`` returns ``None`` for a skipped record.
+
+    Args:
+        transform: PIL image -> tensor, applied after decoding (default :func:`pil_to_tensor`:
+            uint8 (3, H, W), left to the collator's processor to resize and normalise).
+        skip_bad: skip records whose image or text cannot be used (counted in ``skips``)
+            instead of raising a :class:`~vilt.data.errors.DataError`.
+        skips: a counter to share with the loader that built the records (it may already
+            hold load-time skips); default: a new one when ``skip_bad``, else None.
+        cache_images: decode and transform every distinct image (by ``image_key``) once, in
+            the constructor, and keep the tensors in memory.
+        max_pixels: refuse images larger than this many pixels (default: PIL's
+            ``Image.MAX_IMAGE_PIXELS``).
+    """
 
     records: Sequence[Any]
 
@@ -99,10 +127,29 @@ class RecordDataset(torch.utils.data.Dataset):
             return None
 
     def encode(self, record: Any, index: int) -> dict[str, Any]:
+        """One record -> the item the collator takes (implemented by subclasses).
+
+        Args:
+            record: ``self.records[index]``.
+            index: its position in the data set.
+
+        Returns:
+            The item: a dict holding the transformed image and the record's targets.
+
+        Raises:
+            DataError: for a record that cannot be used; ``__getitem__`` skips it or raises.
+        """
         raise NotImplementedError
 
     def image_records(self, record: Any) -> Sequence[ImageRecord]:
-        """The images a record holds (the record itself by default; NLVR2's two images)."""
+        """The images a record holds (the record itself by default; NLVR2's two images).
+
+        Args:
+            record: one of ``self.records``.
+
+        Returns:
+            Its images (:class:`ImageRecord`), in order; the cache is filled from these.
+        """
         return [record]
 
     def skip_counts(self, all_reduce: AllReduce | None = None) -> dict[str, int]:
@@ -111,7 +158,16 @@ class RecordDataset(torch.utils.data.Dataset):
         In a distributed run every process holds its own copy of the data set and may meet
         the same bad record in another epoch: pass ``all_reduce(tensor, op)`` ("sum" or "max"
         over the processes, e.g. accelerate's ``reduce``) and every process gets the run's
-        counts. Records left out while loading are counted once, as every process loads them."""
+        counts. Records left out while loading are counted once, as every process loads them.
+
+        Args:
+            all_reduce: ``all_reduce(tensor, op)`` over the processes, op "sum" or "max";
+                None: this process's counts only.
+
+        Returns:
+            ``{reason: count}`` for the reasons with at least one skip (see
+            :data:`~vilt.data.errors.SKIP_REASONS`).
+        """
         if self.skips is None:
             return {}
         totals = self.skips.as_tensor()
@@ -124,13 +180,34 @@ class RecordDataset(torch.utils.data.Dataset):
         return counts_by_reason(totals)
 
     def decode(self, record: ImageRecord) -> torch.Tensor:
-        """Decode and transform one record's image (no cache)."""
+        """Decode and transform one record's image (no cache).
+
+        Args:
+            record: the image to read; a callable ``record.image`` is called first.
+
+        Returns:
+            ``self.transform`` of the decoded RGB image.
+
+        Raises:
+            ImageError: for an image that is missing, empty, truncated, corrupt or too large.
+        """
         payload = record.image() if callable(record.image) else record.image
         image = load_image(payload, source=record.source, max_pixels=self.max_pixels)
         return self.transform(image)
 
     def image_tensor(self, record: ImageRecord) -> torch.Tensor:
-        """The transformed image of ``record``, from the cache when there is one."""
+        """The transformed image of ``record``, from the cache when there is one.
+
+        Args:
+            record: the image; one whose ``image_key`` is None or was not cached is decoded.
+
+        Returns:
+            The transformed image tensor (shared with other items when cached).
+
+        Raises:
+            ImageError: for an image that cannot be decoded (also when the cache holds its
+                error); the message names this record.
+        """
         if self._cache is None or record.image_key is None:
             return self.decode(record)
         row = self._cache.get(record.image_key)

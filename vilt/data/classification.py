@@ -50,14 +50,19 @@ class ClassRecord(ImageRecord):
 
 
 class ClassificationDataset(RecordDataset):
-    """Map-style classification data: {"pixel_values", "labels"} per item."""
+    """Map-style classification data: {"pixel_values", "labels"} per item.
+
+    Args:
+        records: a sequence of :class:`ClassRecord` (a list, or rows read lazily).
+        id2label: class id -> label name, for every class (sets ``num_labels``).
+        notes: what a reader says about the records (e.g. those left out), kept as a list.
+        **options: transform, skip_bad, skips, cache_images, max_pixels (see
+            :class:`~vilt.data.base.RecordDataset`).
+    """
 
     def __init__(
         self, records: Any, *, id2label: dict[int, str], notes: Any = (), **options: Any
     ) -> None:
-        """``notes``: what a reader says about the records (e.g. those left out);
-        ``options``: transform, skip_bad, skips, cache_images, max_pixels (see
-        :class:`RecordDataset`)."""
         self.records = records
         self.id2label = dict(id2label)
         self.notes = list(notes)
@@ -72,6 +77,16 @@ class ClassificationDataset(RecordDataset):
         return len(self.id2label)
 
     def encode(self, record: ClassRecord, index: int) -> dict[str, Any]:
+        """One record -> {"pixel_values": transformed image, "labels": int}.
+
+        Args:
+            record: the image and its class id.
+            index: its position (unused; part of the encoder interface).
+
+        Raises:
+            DataError: for a label that is not an int in ``0..num_labels - 1``, or an
+                :class:`~vilt.data.errors.ImageError` for an image that cannot be read.
+        """
         label = record.label
         if isinstance(label, bool) or not isinstance(label, int | np.integer):
             raise DataError(f"{record.source}: label {label!r} is not a class id")
@@ -149,11 +164,30 @@ def load_classification(
 ) -> ClassificationDataset | StreamingDataset:
     """A classification data set of ``split`` (see the module docstring for sources).
 
-    ``transform`` maps an RGB PIL image to a (3, H, W) tensor (e.g. the image processor's
-    ``preprocess_one``); without one, items hold the uint8 image. ``streaming=True`` returns
-    an IterableDataset reading rows as it goes (hub and ``datasets`` sources; the digits are
-    always in memory). ``skip_bad`` skips and counts bad images instead of raising.
-    ``load_kwargs`` go to ``datasets.load_dataset`` (e.g. ``cache_dir``, ``name``).
+    Args:
+        source: None (scikit-learn's digits), "easy-vqa", a hub name, a local directory, or
+            an in-memory ``datasets`` Dataset / DatasetDict.
+        split: the split to read ("test" and "validation" stand in for each other).
+        image_column: the image column (default: the first ``Image`` feature, else one
+            named image/img).
+        label_column: the label column (default: the first ``ClassLabel``, else one named
+            label/labels); a column of other values is class-encoded (not when streaming).
+        transform: RGB PIL image -> (3, H, W) tensor (e.g. the image processor's
+            ``preprocess_one``); None: items hold the uint8 image.
+        streaming: return an IterableDataset that reads rows as it goes (hub and
+            ``datasets`` sources; the digits and easy-VQA are always in memory).
+        skip_bad: skip and count bad images and labels instead of raising.
+        cache_images: decode and transform each image once, up front (map-style only).
+        max_pixels: refuse images larger than this many pixels (default: PIL's limit).
+        **load_kwargs: passed to ``datasets.load_dataset`` (e.g. ``cache_dir``, ``name``).
+
+    Returns:
+        A :class:`ClassificationDataset`, or a
+        :class:`~vilt.data.streaming.StreamingDataset` when ``streaming``.
+
+    Raises:
+        DataError: for a missing split or column, or a streamed label column that is not a
+            ``ClassLabel``.
     """
     options = {"transform": transform, "skip_bad": skip_bad, "max_pixels": max_pixels}
     if source is None:

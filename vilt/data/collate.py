@@ -3,9 +3,10 @@
 Text is tokenized here, padded to the longest text of the batch and truncated at
 ``max_length`` tokens (default: the processor's, 40 for ViLT; keep it within the model's
 ``max_position_embeddings``); each collator's ``truncation`` counter counts the texts cut
-(across DataLoader workers), which the Trainer reports at the end of a run. Images arrive decoded and transformed by the workers
-(``preprocess_one``) and are padded to the largest in the batch by the image processor's
-``pad``, which also returns ``pixel_mask`` (left out of a batch in which no image is padded).
+(across DataLoader workers), which the Trainer reports at the end of a run. Images arrive
+decoded and transformed by the workers (``preprocess_one``) and are padded to the largest in
+the batch by the image processor's ``pad``, which also returns ``pixel_mask`` (left out of a
+batch in which no image is padded).
 
 Every collator drops ``None`` items (records skipped with ``skip_bad``) and returns
 ``None`` when a whole batch was skipped: skip such a batch. Values that are not model
@@ -38,9 +39,16 @@ Item = dict[str, Any] | None
 class ClassificationCollator:
     """{"pixel_values": (B, 3, H, W), "labels": (B,) long} from classification items.
 
-    With an ``image_processor``, its ``pad`` batches the images (and normalises uint8 ones,
-    from ``preprocess_one(image, normalize=False)``: a quarter of the bytes from workers
-    and in the image cache); without one, the images are stacked as they are."""
+    Call it on a list of items (``None`` items, skipped records, are dropped); it returns
+    ``None`` when every item was skipped, and raises ``ValueError`` for images of different
+    sizes when there is no ``image_processor`` to pad them.
+
+    Args:
+        image_processor: an image processor whose ``pad`` batches the images (and normalises
+            uint8 ones, from ``preprocess_one(image, normalize=False)``: a quarter of the
+            bytes from workers and in the image cache); None: the images are stacked as
+            they are.
+    """
 
     def __init__(self, image_processor: Any = None) -> None:
         self.image_processor = image_processor
@@ -66,7 +74,9 @@ class ClassificationCollator:
 
 
 collate_classification = ClassificationCollator()
-"""Stacks classification items as they are (see :class:`ClassificationCollator`)."""
+"""Stacks classification items as they are: ``collate_classification(items)`` is
+``ClassificationCollator()(items)`` (no image processor; every image of a batch must have one
+size)."""
 
 
 def _meta(items: Sequence[dict[str, Any]]) -> dict[str, list]:
@@ -123,7 +133,19 @@ class _TextImageCollator:
 class VQACollator(_TextImageCollator):
     """VQA batches: input_ids, attention_mask, token_type_ids, pixel_values, pixel_mask,
     labels ((B, num_answers) float soft scores; absent for splits without answers), and
-    meta (question_id, image_id, answers: not a model input, pop it)."""
+    meta (question_id, image_id, answers: not a model input, pop it).
+
+    Args:
+        processor: a ``ViltProcessor`` (its tokenizer, image processor and max_length), or
+            None with ``tokenizer`` and ``image_processor`` given.
+        tokenizer: the tokenizer (overrides the processor's).
+        image_processor: the image processor whose ``pad`` batches the images (overrides the
+            processor's).
+        max_length: the most tokens a text keeps (default: the processor's, else 40).
+
+    Raises:
+        ValueError: when neither a processor nor both tokenizer and image_processor are given.
+    """
 
     def __call__(self, items: Sequence[Item]) -> dict[str, Any] | None:
         kept = [it for it in items if it is not None]
@@ -162,6 +184,25 @@ class PretrainingCollator(_TextImageCollator):
     The draws are seeded by (``seed``, epoch, the items' indices): call ``set_epoch`` each
     epoch (shared with DataLoader workers, persistent or not). ``itm``/``mlm`` False leaves
     that part (and its labels) out.
+
+    Args:
+        processor: a ``ViltProcessor``, or None with ``tokenizer`` and ``image_processor``
+            in ``text_image``.
+        mlm_probability: the fraction of (non-special) tokens chosen for MLM.
+        itm_negative_ratio: the probability, in [0, 1], that a pair becomes an ITM negative.
+        itm: make ITM pairs and ``itm_labels``.
+        mlm: mask tokens and make ``mlm_labels``.
+        whole_word: mask whole words (all their WordPiece tokens) rather than single tokens.
+        negatives: where negative images come from: "in-batch", "dataset" or "hard".
+        negative_source: the map-style training set to draw from with ``"dataset"``.
+        hard_candidates: K, the candidate images per negative with ``"hard"`` (>= 1).
+        seed: the seed of the ITM and MLM draws.
+        **text_image: tokenizer, image_processor, max_length, as for :class:`VQACollator`.
+
+    Raises:
+        ValueError: for ``itm_negative_ratio`` outside [0, 1], an unknown ``negatives``,
+            "dataset" without a map-style ``negative_source``, ``hard_candidates`` < 1, or
+            no tokenizer and image processor.
     """
 
     def __init__(
@@ -179,7 +220,6 @@ class PretrainingCollator(_TextImageCollator):
         seed: int = 0,
         **text_image: Any,
     ) -> None:
-        """``text_image``: tokenizer, image_processor, max_length, as for VQACollator."""
         super().__init__(processor, **text_image)
         if not 0.0 <= itm_negative_ratio <= 1.0:
             raise ValueError(f"itm_negative_ratio must be in [0, 1], got {itm_negative_ratio}")
@@ -202,6 +242,11 @@ class PretrainingCollator(_TextImageCollator):
         self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
 
     def set_epoch(self, epoch: int) -> None:
+        """Reseed the draws for ``epoch``; workers see it (the value is in shared memory).
+
+        Args:
+            epoch: the epoch about to start.
+        """
         self._epoch[0] = epoch
 
     def _rng(self, items: Sequence[dict[str, Any]]) -> np.random.Generator:
@@ -216,7 +261,17 @@ class PretrainingCollator(_TextImageCollator):
     def negatives(
         self, items: Sequence[dict[str, Any]], rng: np.random.Generator
     ) -> list[int | None]:
-        """For each pair, the batch position whose image replaces its own (None: keep)."""
+        """For each pair, the batch position whose image replaces its own (None: keep).
+
+        Args:
+            items: the batch's (kept) items; ``meta["image_id"]`` tells images apart.
+            rng: the batch's generator (each pair is a negative with probability
+                ``itm_negative_ratio``).
+
+        Returns:
+            One entry per item: the position of another item with a different image, or
+            None (a positive, or no other image in the batch).
+        """
         keys = self._keys(items)
         swaps: list[int | None] = []
         for key in keys:
@@ -229,7 +284,16 @@ class PretrainingCollator(_TextImageCollator):
         self, items: Sequence[dict[str, Any]], rng: np.random.Generator
     ) -> tuple[list[int], list[list[int]]]:
         """The pairs to make negatives, and for each its candidate images (batch positions
-        of other images, ``hard_candidates`` of them, repeated when the batch has fewer)."""
+        of other images, ``hard_candidates`` of them, repeated when the batch has fewer).
+
+        Args:
+            items: the batch's (kept) items; ``meta["image_id"]`` tells images apart.
+            rng: the batch's generator.
+
+        Returns:
+            (rows, candidates): the positions of the pairs made negatives, and for each a
+            list of ``hard_candidates`` positions of items with another image.
+        """
         keys = self._keys(items)
         rows, candidates = [], []
         for b, key in enumerate(keys):
@@ -308,7 +372,15 @@ class PretrainingCollator(_TextImageCollator):
     def word_ids(self, b: int, input_ids: torch.Tensor) -> list[int | None]:
         """Word ids of text ``b`` of the last encoded batch, from the tokenizer when it
         reports them, else from the WordPiece "##" continuation marks; without
-        ``whole_word``, each token its own word."""
+        ``whole_word``, each token its own word.
+
+        Args:
+            b: the text's position in the last batch :meth:`encode_text` encoded.
+            input_ids: that text's (T,) token ids.
+
+        Returns:
+            T entries: the word index of each token, None for special tokens.
+        """
         if not self.whole_word:
             special = self._special_ids()
             return [None if int(t) in special else n for n, t in enumerate(input_ids.tolist())]

@@ -57,7 +57,13 @@ _LOGGED_PER_REASON = 5
 
 
 class DataError(ValueError):
-    """A data file or record that cannot be used; the message names the file and record."""
+    """A data file or record that cannot be used; the message names the file and record.
+
+    Args:
+        message: what is wrong, naming the file and record (see :func:`describe`).
+        reason: why, one of :data:`SKIP_REASONS` (the key a :class:`SkipCounter` counts it
+            under when the record is skipped); default "bad_record".
+    """
 
     def __init__(self, message: str, *, reason: str = "bad_record") -> None:
         super().__init__(message)
@@ -69,7 +75,11 @@ class ImageError(DataError, ImageInputError):
     whose values the image policy refuses. Also an ``ImageInputError``: one error family for
     images, whichever path reads them.
 
-    ``reason`` is one of the ``*_image`` names in :data:`SKIP_REASONS`."""
+    Args:
+        message: what is wrong, naming the file and record.
+        reason: one of the ``*_image`` names in :data:`SKIP_REASONS` (e.g.
+            "missing_image", "corrupt_image", "too_large_image").
+    """
 
 
 def describe(path: Any = None, source: str | None = None) -> str:
@@ -97,7 +107,13 @@ class SkipCounter:
 
     def add(self, reason: str, message: str = "", count: int = 1) -> None:
         """Count ``count`` skipped records (e.g. every caption of a missing image); the first
-        few of each reason are logged with ``message``."""
+        few of each reason are logged with ``message``.
+
+        Args:
+            reason: one of :data:`SKIP_REASONS`; any other is counted as "bad_record".
+            message: the error text, logged for the first 5 skips of each reason.
+            count: how many records this one skip stands for.
+        """
         if reason not in SKIP_REASONS:
             reason = "bad_record"
         info = torch.utils.data.get_worker_info()

@@ -36,9 +36,21 @@ def load_image(
 ) -> Image.Image:
     """Decode ``image`` to an RGB PIL image, fully loaded (no lazy file handle left open).
 
-    ``source`` names the record (e.g. "question 42 of v2_..._questions.json") in errors.
-    ``max_pixels`` defaults to PIL's ``Image.MAX_IMAGE_PIXELS``; larger images raise
-    ``ImageError(reason="too_large_image")`` instead of PIL's bomb warning or error.
+    Args:
+        image: a path, bytes, a ``datasets`` image dict ({"bytes", "path"}), a PIL image, a
+            numpy array or a torch tensor; a file is turned upright by its EXIF orientation.
+        source: names the record (e.g. "question 42 of v2_..._questions.json") in errors.
+        max_pixels: the largest width * height accepted (default PIL's
+            ``Image.MAX_IMAGE_PIXELS``); larger images raise instead of PIL's bomb warning.
+
+    Returns:
+        The image in RGB mode (grayscale replicated, transparency over white, 16-bit and
+        float scaled to 8 bits).
+
+    Raises:
+        ImageError: for an image that is missing, empty, truncated, corrupt, too large, or
+            whose values the image policy refuses; ``reason`` says which.
+        TypeError: for an ``image`` of a type that holds no image.
     """
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     if image is None:

@@ -75,9 +75,24 @@ class NLVR2Dataset(RecordDataset):
         super().__init__(**options)
 
     def image_records(self, record: NLVR2Record) -> Sequence[ImageRecord]:
+        """The statement's two images, left then right.
+
+        Args:
+            record: one statement.
+        """
         return record.images
 
     def encode(self, record: NLVR2Record, index: int) -> dict[str, Any]:
+        """One statement -> {"pixel_values": [left, right], "text", "labels"?, "meta"}.
+
+        Args:
+            record: the statement and its two images.
+            index: its position, kept in ``meta["index"]``.
+
+        Raises:
+            DataError: for an empty sentence (reason "empty_text"), or an
+                :class:`~vilt.data.errors.ImageError` for an image that cannot be read.
+        """
         if not record.sentence.strip():
             raise DataError(f"{record.source}: empty sentence", reason="empty_text")
         item: dict[str, Any] = {
@@ -93,7 +108,8 @@ class NLVR2Dataset(RecordDataset):
 class NLVR2Collator(_TextImageCollator):
     """NLVR2 batches: input_ids, attention_mask, token_type_ids (B, T), pixel_values
     (B, 2, 3, H, W) and pixel_mask (B, 2, H, W) (every image padded to the batch's largest;
-    the mask left out when no image is padded, as every collator does), labels (B,) long when every item has one, and meta (identifier, index).
+    the mask left out when no image is padded, as every collator does), labels (B,) long
+    when every item has one, and meta (identifier, index).
 
     Args:
         processor: a ViltProcessor (or pass ``tokenizer=`` and ``image_processor=``).

@@ -68,14 +68,29 @@ def check_caption(record: PairRecord) -> None:
 
 
 class PairsDataset(RecordDataset):
-    """Map-style image-caption pairs. ``options``: transform, skip_bad, skips,
-    cache_images, max_pixels (see :class:`RecordDataset`)."""
+    """Map-style image-caption pairs: {"pixel_values", "text", "meta"} per item.
+
+    Args:
+        records: the pairs (a list, or records read lazily).
+        **options: transform, skip_bad, skips, cache_images, max_pixels (see
+            :class:`~vilt.data.base.RecordDataset`).
+    """
 
     def __init__(self, records: Sequence[PairRecord], **options: Any) -> None:
         self.records = records
         super().__init__(**options)
 
     def encode(self, record: PairRecord, index: int) -> dict[str, Any]:
+        """One pair -> {"pixel_values", "text", "meta": {"image_id", "index"}}.
+
+        Args:
+            record: the image and its caption; ``image_key`` becomes ``meta["image_id"]``.
+            index: its position, kept in ``meta["index"]`` (it seeds the collator's draws).
+
+        Raises:
+            DataError: for a caption that is not text, not valid Unicode or empty, or an
+                :class:`~vilt.data.errors.ImageError` for an image that cannot be read.
+        """
         check_caption(record)
         return {
             "pixel_values": self.image_tensor(record),
@@ -287,7 +302,36 @@ def load_pairs(
     max_pixels: int | None = None,
     **load_kwargs: Any,
 ) -> PairsDataset | StreamingDataset:
-    """Image-caption pairs of ``split`` from ``source`` (see the module docstring)."""
+    """Image-caption pairs of ``split`` from ``source`` (see the module docstring).
+
+    Args:
+        source: None or "easy-vqa", a COCO-captions, Karpathy-split, corpus or mixture JSON
+            file, a Conceptual Captions TSV, a JSONL/CSV/TSV pair file, or a ``datasets``
+            source (hub name, directory, Dataset / DatasetDict).
+        split: the split to read (easy-VQA, Karpathy-split files, ``datasets`` sources and a
+            mixture's default; the other files hold one split).
+        transform: RGB PIL image -> (3, H, W) tensor (e.g. the image processor's
+            ``preprocess_one``); None: items hold the uint8 image.
+        image_dir: where a COCO, Karpathy-split or corpus file's images are (default: the
+            file's directory).
+        image_column: a ``datasets`` source's image column (default: the first ``Image``
+            feature, else image/image_path/file_name/filepath/path).
+        caption_column: its caption column (default: caption/text/captions/sentence/txt).
+        streaming: read a ``datasets`` source as a stream (its rows' first captions only).
+        skip_bad: skip and count bad records and images instead of raising (web and region
+            corpora always skip absent images).
+        cache_images: decode and transform each distinct image once, up front (map-style).
+        max_pixels: refuse images larger than this many pixels (default: PIL's limit).
+        **load_kwargs: passed to ``datasets.load_dataset`` (e.g. ``cache_dir``).
+
+    Returns:
+        A :class:`PairsDataset`, a :class:`~vilt.data.streaming.StreamingDataset` when
+        streaming, or a mixed data set (:mod:`vilt.data.mixture`) for a mixture file.
+
+    Raises:
+        DataError: for a file that cannot be read or parsed, a missing split or column, or
+            (without ``skip_bad``) a bad record.
+    """
     skips = SkipCounter() if skip_bad else None
     options = {
         "transform": transform,

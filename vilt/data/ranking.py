@@ -146,9 +146,21 @@ class RankingDataset(Dataset):
         return len(self.indices)
 
     def set_epoch(self, epoch: int) -> None:
+        """Reseed the candidate draws for ``epoch``; workers see it (shared memory).
+
+        Args:
+            epoch: the epoch about to start.
+        """
         self._epoch[0] = epoch
 
     def skip_counts(self, all_reduce: Any = None) -> dict[str, int]:
+        """The underlying pairs' skipped records by reason (see
+        :meth:`vilt.data.base.RecordDataset.skip_counts`).
+
+        Args:
+            all_reduce: ``all_reduce(tensor, op)`` over the processes of a distributed run;
+                None: this process's counts only.
+        """
         return self.pairs.skip_counts(all_reduce)
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:

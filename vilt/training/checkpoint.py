@@ -172,9 +172,28 @@ def save_checkpoint(
     """Write a checkpoint of the current step (``state["global_step"]``) under ``root``,
     atomically, then keep only the last ``keep_last``. Every process must call this.
     ``processor`` (anything with ``save_pretrained``) is saved into its ``processor/``, so
-    that a resumed run reads the ids and image settings it trained with. ``extra_states``:
-    name -> an object whose ``state_dict()`` holds tensors (the EMA), each written as
-    ``<name>.safetensors``."""
+    that a resumed run reads the ids and image settings it trained with.
+
+    Args:
+        accelerator: the run's Accelerator (one process, DDP or FSDP2).
+        root: the checkpoints directory (``<output_dir>/checkpoints``), made when missing.
+        model: the prepared model; its unwrapped state is saved.
+        optimizer: the prepared optimizer.
+        scheduler: anything with a JSON-able ``state_dict()`` (the LambdaLR).
+        state: the trainer's record, JSON-able, with an int ``global_step`` (names the
+            directory: ``step_00000120``).
+        keep_last: keep this many complete checkpoints, the newest (None or 0: all).
+        processor: anything with ``save_pretrained``, saved into ``processor/``.
+        extra_states: name -> an object whose ``state_dict()`` holds tensors (the EMA),
+            each written as ``<name>.safetensors``.
+
+    Returns:
+        The checkpoint's directory, ``root/step_<global_step:08d>``.
+
+    Raises:
+        NotImplementedError: under FSDP1, DeepSpeed or Megatron-LM.
+        TypeError: for a ``state`` or scheduler state that is not JSON-serialisable.
+    """
     _refuse_unsupported(accelerator)
     root = Path(root)
     name = f"step_{int(state['global_step']):08d}"
@@ -314,9 +333,30 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load a checkpoint into the (prepared) model, optimizer, scheduler and scaler, set this
     process's random states, and return its trainer state (the data position).
-    ``extra_states``: name -> an object with ``load_state_dict``, loaded from
-    ``<name>.safetensors``; the names the checkpoint lacks are listed under
-    ``state["missing_extra_states"]``."""
+
+    Args:
+        accelerator: the run's Accelerator, of the same kind (FSDP2 or not) as the run that
+            saved the checkpoint.
+        path: a checkpoint directory (``.../checkpoints/step_00000120``).
+        model: the prepared model.
+        optimizer: the prepared optimizer (None: not loaded).
+        scheduler: anything with ``load_state_dict`` (None: not loaded).
+        restore_random: set this process's python, numpy, torch and CUDA random states; a
+            checkpoint without this rank's states sets ``state["rng_restored"] = False``.
+        extra_states: name -> an object with ``load_state_dict``, loaded from
+            ``<name>.safetensors``; the names the checkpoint lacks are listed under
+            ``state["missing_extra_states"]``.
+
+    Returns:
+        The checkpoint's ``trainer_state.json`` (global_step, epoch, batch_in_epoch, config,
+        ...), plus ``missing_extra_states`` (and ``rng_restored`` when False).
+
+    Raises:
+        FileNotFoundError: for a directory that is not a complete checkpoint.
+        NotImplementedError: under FSDP1, DeepSpeed or Megatron-LM.
+        CheckpointError: for a sharded checkpoint in a run without FSDP2 or the reverse, or
+            a file that cannot be loaded (the message names it).
+    """
     path = Path(path)
     if not is_complete(path):
         raise FileNotFoundError(

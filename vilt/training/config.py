@@ -25,7 +25,75 @@ def _in_steps(value: float, total_steps: int) -> int:
 @dataclass
 class TrainingConfig:
     """Options of :class:`vilt.training.Trainer`. Steps are optimizer steps (one per
-    ``grad_accum_steps`` batches); ``batch_size`` is per process."""
+    ``grad_accum_steps`` batches); ``batch_size`` is per process. Every field is also a
+    command-line flag (``--output-dir``, ...: :meth:`add_arguments`); out-of-range values
+    raise ``ValueError`` naming the field.
+
+    Args:
+        output_dir: where the run writes metrics.csv, results.json, ``checkpoints/``, the
+            final model and TensorBoard logs.
+        epochs: passes over the training data (>= 1); ignored when ``max_steps`` is set.
+        max_steps: the run's length in optimizer steps, overriding ``epochs`` (the run may
+            end mid-epoch); None: ``epochs`` full passes (required for data without a length).
+        batch_size: training examples per batch, per process.
+        eval_batch_size: evaluation examples per batch, per process (None: ``batch_size``).
+        lr: the peak learning rate of the body (after the warmup).
+        head_lr_multiplier: the heads' learning rate is ``lr`` times this (parameters named
+            by ``model.head_prefixes``: new task heads; ViLT trains its VQA head at 10x).
+        weight_decay: AdamW's decoupled weight decay, except for the parameters
+            ``model.no_weight_decay()`` names (biases, norms, position embeddings).
+        adam_betas: AdamW's (beta1, beta2).
+        adam_eps: AdamW's epsilon.
+        warmup: the linear warmup to ``lr``: a fraction of the total steps (< 1) or a
+            number of steps (>= 1).
+        schedule: the learning rate after the warmup: "cosine" or "linear" decay to
+            ``lr * min_lr_ratio``, "constant", or "wsd" (constant, then a final decay).
+        cooldown: wsd only: the final linear decay, a fraction of the total steps (< 1) or a
+            number of steps.
+        min_lr_ratio: the decay ends at ``lr * min_lr_ratio`` (in [0, 1]).
+        grad_accum_steps: batches whose gradients are summed into one optimizer step.
+        max_grad_norm: clip the gradients' total norm to this (None or 0: no clipping).
+        mixed_precision: "no", "fp16" or "bf16"; None: what the launcher or accelerate
+            config says (else no).
+        seed: seeds the model's initialisation (``set_seed``), the data order (with the
+            epoch) and the DataLoader workers.
+        log_every: steps between metrics.csv rows (and progress-bar figures); also when the
+            host reads losses and checks ``on_nonfinite``.
+        eval_every: steps between evaluations of the eval data set; None: at the end only.
+        save_every: steps between checkpoints; None: a checkpoint at the end only.
+        keep_last: how many complete checkpoints to keep (the newest; >= 1).
+        num_workers: DataLoader worker processes (0: load in the main process).
+        shuffle: shuffle the training data each epoch (by seed and epoch).
+        drop_last: drop each epoch's last incomplete training batch.
+        resume: True: continue from the newest usable checkpoint in
+            ``output_dir/checkpoints`` (none there: start anew; some, none usable: refuse);
+            a path: from that checkpoint; False: start anew.
+        compile: ``torch.compile`` the model (accelerate's inductor backend).
+        fused: AdamW's kernel: True fused, False foreach; None: fused where torch has it
+            for the device, else foreach.
+        on_nonfinite: when a loss or gradient is NaN or inf: "raise" (at the next read,
+            naming the step where it first happened) or "skip" that step's update.
+        max_consecutive_skips: with "skip": stop with an error once this many steps in a row
+            were skipped (checked every ``log_every`` steps; None: no limit).
+        layer_decay: layer-wise learning-rate decay for fine-tuning: the final norm and
+            heads train at ``lr``, block i of N at ``lr * decay**(N - i)``, the embeddings
+            at ``lr * decay**(N + 1)`` (e.g. 0.75; None: off).
+        ema_decay: keep an exponential moving average of the weights with this decay per step
+            (e.g. 0.999), evaluated beside them (``ema_eval_*``) and saved to
+            ``output_dir/ema`` (None: off).
+        ema_warmup: average early steps with the lower decay (1 + step) / (10 + step), so
+            the average does not remember the initial weights.
+        save_best: keep a copy of the model at its best evaluation by this metric in
+            ``output_dir/best`` (accuracy, loss, ema_accuracy, ... or a full ``eval_*`` /
+            ``ema_eval_*`` name; ``ema_`` metrics keep the averaged weights); None: off.
+        save_best_mode: "max" or "min": whether higher ``save_best`` values are better
+            (None: min for a loss, else max).
+        early_stop_patience: stop when ``save_best`` has not improved for this many
+            evaluations in a row (needs ``save_best`` and ``eval_every``); None: off.
+        save_model: ``save_pretrained(output_dir)`` the model (and processor) at the end.
+        tensorboard: log to TensorBoard through accelerate's trackers (when installed).
+        extra: a recipe's own options, recorded in results.json and checkpoints as is.
+    """
 
     output_dir: str = "runs/vilt"
     epochs: int = 1
@@ -202,11 +270,19 @@ class TrainingConfig:
         return "min" if (self.save_best or "").endswith("loss") else "max"
 
     def warmup_steps(self, total_steps: int) -> int:
-        """The warmup in steps: a fraction of ``total_steps`` or a step count."""
+        """The warmup in steps: a fraction of ``total_steps`` or a step count.
+
+        Args:
+            total_steps: the run's optimizer steps.
+        """
         return _in_steps(self.warmup, total_steps)
 
     def cooldown_steps(self, total_steps: int) -> int:
-        """The wsd schedule's final decay in steps: a fraction of ``total_steps`` or a count."""
+        """The wsd schedule's final decay in steps: a fraction of ``total_steps`` or a count.
+
+        Args:
+            total_steps: the run's optimizer steps.
+        """
         return _in_steps(self.cooldown, total_steps)
 
     @property
@@ -220,6 +296,15 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> TrainingConfig:
+        """The config :meth:`to_dict` wrote (results.json's, a checkpoint's), with changes.
+
+        Args:
+            data: field name -> value.
+            **overrides: fields that replace ``data``'s.
+
+        Raises:
+            ValueError: for a name that is not a field, or a value out of range.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -227,6 +312,15 @@ class TrainingConfig:
         return cls(**{**data, **overrides})
 
     def replace(self, **changes: Any) -> TrainingConfig:
+        """A copy with ``changes`` applied (and checked).
+
+        Args:
+            **changes: field name -> new value.
+
+        Raises:
+            TypeError: for a name that is not a field.
+            ValueError: for a value out of range.
+        """
         return dataclasses.replace(self, **changes)
 
     # -- command line -------------------------------------------------------------------------
@@ -234,7 +328,12 @@ class TrainingConfig:
     def add_arguments(cls, parser: argparse.ArgumentParser, **defaults: Any) -> None:
         """Add ``--output-dir``, ``--lr``, ... (one flag per field but ``extra``); ``defaults``
         replace the dataclass defaults (a recipe's own choices). A field's ``help`` metadata
-        becomes its flag's help."""
+        becomes its flag's help.
+
+        Args:
+            parser: the parser to add the flags to.
+            **defaults: field name -> the flag's default instead of the dataclass's.
+        """
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if f.name == "extra":
@@ -262,7 +361,15 @@ class TrainingConfig:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **extra: Any) -> TrainingConfig:
-        """The config from parsed flags (see :meth:`add_arguments`); ``extra`` is recorded."""
+        """The config from parsed flags (see :meth:`add_arguments`).
+
+        Args:
+            args: the parsed flags; fields without a flag keep their defaults.
+            **extra: a recipe's own options, kept as the config's ``extra``.
+
+        Raises:
+            ValueError: for a value out of range.
+        """
         names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
         return cls(**{n: getattr(args, n) for n in names if hasattr(args, n)}, extra=extra)
 

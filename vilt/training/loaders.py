@@ -37,7 +37,13 @@ _STOPS = {signal.SIGTERM, signal.SIGINT}
 
 class EpochSampler(Sampler[int]):
     """Indices 0..length-1, shuffled by ``(seed, epoch)`` (in order when ``shuffle`` is
-    False). Call ``set_epoch`` before each epoch (accelerate's data loaders do)."""
+    False). Call ``set_epoch`` before each epoch (accelerate's data loaders do).
+
+    Args:
+        length: the data set's length.
+        seed: the seed of every epoch's permutation (with the epoch).
+        shuffle: permute the indices; False: 0..length-1 in order every epoch.
+    """
 
     def __init__(self, length: int, *, seed: int = 0, shuffle: bool = True) -> None:
         self.length = int(length)
@@ -46,6 +52,11 @@ class EpochSampler(Sampler[int]):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Choose the permutation of the epoch about to start.
+
+        Args:
+            epoch: the epoch (0-based); the order is a function of (seed, epoch) alone.
+        """
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -151,7 +162,18 @@ def make_loader(
     """A DataLoader over ``dataset``: an :class:`EpochSampler` (shuffled for training) for
     map-style data, none for streams. ``generator`` seeds the workers; passing one keeps
     starting an epoch from drawing on the global random state. Workers leave stop signals to
-    this process (:func:`leave_stops_to_main`)."""
+    this process (:func:`leave_stops_to_main`).
+
+    Args:
+        dataset: a map-style or iterable data set.
+        config: its batch_size (eval_batch_size when not training, default batch_size),
+            seed, shuffle and drop_last (both for training only) and num_workers.
+        train: a training loader (shuffled, drop_last) rather than an evaluation one.
+        collate_fn: items -> batch (e.g. a :class:`~vilt.data.VQACollator`); None:
+            torch's default.
+        generator: the loader's generator (default: a new one seeded with ``config.seed``).
+        pin_memory: pin batches in page-locked memory (for a CUDA device).
+    """
     sampler = None
     if not isinstance(dataset, IterableDataset):
         sampler = EpochSampler(len(dataset), seed=config.seed, shuffle=config.shuffle and train)

@@ -65,14 +65,33 @@ def _class_ids(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
 def accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
     """Top-1 accuracy of ``logits`` (B, C) against class-index ``labels`` (B,), or against
-    the argmax of soft targets (B, C)."""
+    the argmax of soft targets (B, C).
+
+    Args:
+        output: the model's output, with ``logits`` (B, C).
+        batch: the model inputs, with ``labels``.
+        meta: the values the collator put aside (unused).
+
+    Returns:
+        (B, 2) float rows (value, weight): (1 if the argmax is the label else 0, 1).
+
+    Raises:
+        KeyError: when the batch has no ``labels`` (the data set carries no labels).
+    """
     labels = _class_ids(_labels(batch, "labels"), output.logits)
     return _rows(output.logits.argmax(-1) == labels)
 
 
 def top_k_accuracy(k: int = 5) -> Metric:
     """Whether the label (or the argmax of soft targets) is among the ``k`` highest logits
-    (all classes when C <= k)."""
+    (all classes when C <= k).
+
+    Args:
+        k: how many of the highest logits count as right.
+
+    Returns:
+        A :data:`Metric` named ``top<k>_accuracy``, called as :func:`accuracy` is.
+    """
 
     def metric(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
         logits = output.logits
@@ -86,20 +105,58 @@ def top_k_accuracy(k: int = 5) -> Metric:
 
 def itm_accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
     """Image-text matching accuracy: ``itm_logits`` (pretraining) or ``logits`` (B, 2)
-    against ``itm_labels`` or ``labels`` (B,), 1 = match."""
+    against ``itm_labels`` or ``labels`` (B,), 1 = match.
+
+    Args:
+        output: the model's output, with ``itm_logits`` or ``logits`` (B, 2).
+        batch: the model inputs, with ``itm_labels`` or ``labels``.
+        meta: the values the collator put aside (unused).
+
+    Returns:
+        (B, 2) float rows (value, weight): (1 if the argmax is the label else 0, 1).
+
+    Raises:
+        KeyError: when the batch has neither ``itm_labels`` nor ``labels``.
+    """
     logits = _field(output, "itm_logits", "logits")
     return _rows(logits.argmax(-1) == _labels(batch, "itm_labels", "labels"))
 
 
 def rank_accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
     """Retrieval: whether the matched candidate of each group (``labels`` (B,), its
-    position) has the highest of the group's ``scores`` (B, G)."""
+    position) has the highest of the group's ``scores`` (B, G).
+
+    Args:
+        output: the model's output, with ``scores`` (B, G).
+        batch: the model inputs, with ``labels``: the matched candidate's position (B,).
+        meta: the values the collator put aside (unused).
+
+    Returns:
+        (B, 2) float rows (value, weight): (1 if the matched candidate scores
+        highest else 0, 1).
+
+    Raises:
+        KeyError: when the batch has no ``labels`` (the data set carries no labels).
+    """
     return _rows(output.scores.argmax(-1) == _labels(batch, "labels"))
 
 
 def mlm_accuracy(output: Any, batch: Mapping[str, Any], meta: Mapping[str, Any]) -> torch.Tensor:
     """Masked-token accuracy over the positions whose label is not -100; a sample weighs as
-    many masked tokens as it has."""
+    many masked tokens as it has.
+
+    Args:
+        output: the model's output, with ``mlm_logits`` or ``logits`` (B, T, V).
+        batch: the model inputs, with ``mlm_labels`` or ``labels`` (B, T).
+        meta: the values the collator put aside (unused).
+
+    Returns:
+        (B, 2) float rows (value, weight): (the sample's correctly predicted masked
+        tokens, its masked tokens).
+
+    Raises:
+        KeyError: when the batch has neither ``mlm_labels`` nor ``labels``.
+    """
     logits = _field(output, "mlm_logits", "logits")
     labels = _labels(batch, "mlm_labels", "labels")
     masked = labels != -100

@@ -155,7 +155,18 @@ def build_optimizer(
 
     The fused kernel updates each parameter in one pass with no temporaries, so it makes
     fewer passes over memory than foreach and keeps no extra copy of the weights at its peak
-    (foreach's intermediate lists are as large as the model)."""
+    (foreach's intermediate lists are as large as the model).
+
+    Args:
+        model: the model; its trainable parameters are grouped by :func:`param_groups`
+            (``model.no_weight_decay()``, ``model.head_prefixes``).
+        config: its lr, weight_decay, head_lr_multiplier, layer_decay, adam_betas,
+            adam_eps and fused.
+        device: where the parameters will train (default: where the first one is now).
+
+    Raises:
+        ValueError: when the model has no trainable parameters.
+    """
     groups = param_groups(
         model,
         lr=config.lr,
@@ -195,7 +206,21 @@ def lr_lambda(
     (the first step already trains, at 1/warmup), then cosine or linear decay that reaches
     ``min_lr_ratio`` one step after the last, or constant, or wsd (warmup-stable-decay):
     constant, then a linear decay over the last ``cooldown_steps`` steps. wsd keeps the peak
-    rate for most of a short run, where cosine has already halved it by the middle."""
+    rate for most of a short run, where cosine has already halved it by the middle.
+
+    Args:
+        total_steps: the run's optimizer steps.
+        warmup_steps: the linear warmup's steps (0: none).
+        schedule: "cosine", "linear", "constant" or "wsd".
+        min_lr_ratio: the factor the decay ends at (cosine, linear, wsd).
+        cooldown_steps: wsd only: the steps of the final linear decay.
+
+    Returns:
+        ``factor(step) -> float``, for ``torch.optim.lr_scheduler.LambdaLR``.
+
+    Raises:
+        ValueError: for an unknown ``schedule``.
+    """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     total = max(int(total_steps), 1)
@@ -218,7 +243,13 @@ def lr_lambda(
 def build_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainingConfig, *, total_steps: int
 ) -> LambdaLR:
-    """A LambdaLR over ``total_steps`` optimizer steps with the config's warmup and schedule."""
+    """A LambdaLR over ``total_steps`` optimizer steps with the config's warmup and schedule.
+
+    Args:
+        optimizer: the (unwrapped) optimizer; each group keeps its own base lr.
+        config: its warmup, schedule, cooldown and min_lr_ratio (see :func:`lr_lambda`).
+        total_steps: the run's optimizer steps; fractional warmup and cooldown are of these.
+    """
     factor = lr_lambda(
         total_steps=total_steps,
         warmup_steps=config.warmup_steps(total_steps),

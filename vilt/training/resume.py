@@ -99,7 +99,11 @@ def complete_checkpoints(root: str | os.PathLike) -> list[Path]:
 def latest_checkpoint(root: str | os.PathLike) -> Path | None:
     """The complete checkpoint with the highest step under ``root`` (temporary and
     half-written directories are ignored), or None. Its files are not verified: see
-    :func:`find_resume` for the checkpoint a run resumes from."""
+    :func:`find_resume` for the checkpoint a run resumes from.
+
+    Args:
+        root: a checkpoints directory (``<output_dir>/checkpoints``); missing: None.
+    """
     found = complete_checkpoints(root)
     return found[-1] if found else None
 

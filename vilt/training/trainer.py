@@ -71,25 +71,45 @@ SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a job ended b
 class Trainer:
     """Trains ``model`` (called as ``model(**inputs)``, returning an output with ``.loss``).
 
-    ``metrics``: name -> metric for :meth:`evaluate` (default: :func:`metrics_for` the model).
-    ``evaluators``: ``evaluator(trainer)`` runs after each evaluation of ``eval_dataset`` on
-    every process and returns more figures, ``{"eval_name": value}``, logged with it in
-    metrics.csv and the results: metrics that are not per-sample rows (retrieval recall).
-    ``callbacks``: ``callback(trainer, record)`` after each optimizer step, where ``record``
-    holds step, epoch, loss (the step's mean over its finite batches as a 0-dim device
-    tensor: reading it waits for the device, which the trainer itself never does between
-    reads), lr and the step's eval metrics if it evaluated.
-    ``accelerator``: an Accelerator to use instead of one built from the config (its
-    mixed precision and gradient accumulation then apply).
-    ``processor``: saved with the final model (``save_pretrained(output_dir,
-    processor=...)``), as one set of files: the output directory never pairs the new model
-    with another processor; and into each checkpoint, for a resumed run to read back.
-    ``prepare_inputs``: ``prepare_inputs(model, inputs) -> inputs`` in each training step,
-    on the device, before the forward (e.g. :class:`~vilt.training.HardNegatives`).
-
     The host reads the step's figures only at read points (every ``log_every`` steps,
     before saving, at the end); see the module docstring for what that means for
-    ``on_nonfinite``, stop requests and several processes."""
+    ``on_nonfinite``, stop requests and several processes. The constructor builds the
+    accelerator (unless given), the optimizer, the loaders and the schedule, and seeds the
+    global random state with ``config.seed``; :meth:`train` runs.
+
+    Args:
+        model: the model to train; its output has ``.loss`` (and whatever the metrics read).
+        config: the run's options (:class:`~vilt.training.TrainingConfig`).
+        train_dataset: the training data, map-style (shuffled per epoch by seed and epoch)
+            or iterable (then ``config.max_steps`` is required).
+        eval_dataset: data evaluated every ``config.eval_every`` steps and at the end (None:
+            no evaluation).
+        collate_fn: items -> batch (e.g. :class:`~vilt.data.VQACollator`); a batch of None
+            (every item skipped) is dropped. None: torch's default collation.
+        eval_collate_fn: the evaluation data's collator (default: ``collate_fn``).
+        metrics: name -> metric for :meth:`evaluate` (default: :func:`metrics_for` the
+            model's task); the loss is always reported.
+        callbacks: ``callback(trainer, record)`` after each optimizer step, where ``record``
+            holds step, epoch, loss (the step's mean over its finite batches as a 0-dim
+            device tensor: reading it waits for the device, which the trainer itself never
+            does between reads), lr and the step's eval metrics if it evaluated.
+        accelerator: an Accelerator to use instead of one built from the config (its mixed
+            precision and gradient accumulation then apply; TensorBoard is not set up).
+        processor: saved with the final model (``save_pretrained(output_dir,
+            processor=...)``), as one set of files: the output directory never pairs the new
+            model with another processor; and into each checkpoint, for a resumed run.
+        evaluators: ``evaluator(trainer)`` runs after each evaluation of ``eval_dataset`` on
+            every process and returns more figures, ``{"eval_name": value}``, logged with it
+            in metrics.csv and the results: metrics that are not per-sample rows (retrieval
+            recall).
+        prepare_inputs: ``prepare_inputs(model, inputs) -> inputs`` in each training step,
+            on the device, before the forward (e.g. :class:`~vilt.training.HardNegatives`).
+
+    Raises:
+        ValueError: for an ``accelerator`` whose gradient accumulation differs from
+            ``config.grad_accum_steps``, training data without a length and no
+            ``max_steps``, or a model without trainable parameters.
+    """
 
     def __init__(
         self,
@@ -411,7 +431,22 @@ class Trainer:
         return ckpt.bare_model(self.accelerator, self.model)
 
     def evaluate(self, dataset: Dataset | None = None) -> dict[str, float]:
-        """Metrics over ``dataset`` (default: the eval data set), as ``eval_<name>``."""
+        """Metrics over ``dataset`` (default: the eval data set), as ``eval_<name>``.
+
+        Every process must call it (the rows are gathered across processes).
+
+        Args:
+            dataset: data to evaluate instead of ``eval_dataset``, batched with
+                ``eval_batch_size`` and the training ``collate_fn``; the ``evaluators`` run
+                only for the eval data set.
+
+        Returns:
+            ``eval_loss``, ``eval_<metric>`` for each metric, and ``ema_eval_*`` with
+            ``ema_decay`` set.
+
+        Raises:
+            ValueError: when no ``dataset`` is given and the Trainer has no eval data set.
+        """
         loader = self.eval_loader
         if dataset is not None:
             loader = self.accelerator.prepare(self._loader(dataset, self.collate_fn, train=False))

@@ -35,12 +35,21 @@ logger = logging.getLogger("vilt.data")
 
 
 class VQADataset(RecordDataset):
-    """Map-style VQA data over :class:`VQARecord` s and an answer vocabulary.
+    """Map-style VQA data over VQA records and an answer vocabulary.
 
     A question none of whose answers is in the vocabulary gets all-zero targets and is
     counted in ``unanswerable``; with ``skip_unanswerable=True`` it is left out instead
-    (counted in ``skips`` as answer_not_in_vocab). ``options``: transform, skip_bad, skips,
-    cache_images, max_pixels (see :class:`RecordDataset`)."""
+    (counted in ``skips`` as answer_not_in_vocab).
+
+    Args:
+        records: the questions (:class:`~vilt.data.vqa.records.VQARecord`); answers None
+            for a split without answers.
+        vocab: the answer vocabulary that makes the (num_answers,) soft-score targets.
+        skip_unanswerable: leave out questions none of whose answers is in ``vocab``
+            (instead of keeping them with all-zero targets).
+        **options: transform, skip_bad, skips, cache_images, max_pixels (see
+            :class:`~vilt.data.base.RecordDataset`).
+    """
 
     def __init__(
         self,
@@ -74,6 +83,16 @@ class VQADataset(RecordDataset):
         return self.vocab.id2label
 
     def encode(self, record: VQARecord, index: int) -> dict[str, Any]:
+        """One question -> {"pixel_values", "text", "labels"?, "meta"} (see the module).
+
+        Args:
+            record: the question, its image and its answers (None: no "labels").
+            index: its position (unused; part of the encoder interface).
+
+        Raises:
+            DataError: for a question that is not text, not valid Unicode or empty, or an
+                :class:`~vilt.data.errors.ImageError` for an image that cannot be read.
+        """
         check_question(record)
         item: dict[str, Any] = {"pixel_values": self.image_tensor(record), "text": record.question}
         if record.answers is not None:
@@ -235,11 +254,38 @@ def load_vqa(
     - otherwise a ``datasets`` source (hub name, directory, Dataset) with image, question
       and answers columns (found by name or given).
 
-    ``vocab``: the answer vocabulary; built from this split's answers when not given (do
-    that for the training split and pass ``train.vocab`` to the others). ``transform`` maps
-    a PIL image to a (3, H, W) tensor (the image processor's ``preprocess_one``).
-    ``cache_images`` decodes each distinct image once, up front (small sets: easy-VQA).
     Questions longer than the collator's ``max_length`` tokens are truncated there.
+
+    Args:
+        source: None or "easy-vqa", a VQAv2 directory, or a ``datasets`` source.
+        split: the split to read.
+        vocab: the answer vocabulary; None: built from this split's answers (do that for
+            the training split and pass ``train.vocab`` to the others; streams need one).
+        min_count: when building the vocabulary, the fewest questions whose majority answer
+            an answer must be to be kept.
+        transform: RGB PIL image -> (3, H, W) tensor (the image processor's
+            ``preprocess_one``); None: items hold the uint8 image.
+        streaming: read a ``datasets`` source as a stream (needs ``vocab``).
+        skip_bad: skip and count bad questions and images instead of raising.
+        skip_unanswerable: leave out questions with no answer in the vocabulary (counted).
+        cache_images: decode each distinct image once, up front (small sets: easy-VQA).
+        max_pixels: refuse images larger than this many pixels (default: PIL's limit).
+        image_dir: a VQAv2 directory's images (default: ``source``/train2014 etc., the
+            questions file's ``data_subtype``).
+        image_column: a ``datasets`` source's image column (default: the first ``Image``
+            feature, else image/img/image_path).
+        question_column: its question column (default: question, else text).
+        answers_column: its answers column (default: answers, answer or
+            multiple_choice_answer; none: answers are None, for prediction).
+        **load_kwargs: passed to ``datasets.load_dataset`` (e.g. ``cache_dir``).
+
+    Returns:
+        A :class:`VQADataset`, or a :class:`~vilt.data.streaming.StreamingDataset` when
+        streaming.
+
+    Raises:
+        DataError: for a missing split or column, a stream without ``vocab``, a split with
+            no answers and no ``vocab``, or (without ``skip_bad``) a bad record.
     """
     skips = SkipCounter() if (skip_bad or skip_unanswerable) else None
     options = {"transform": transform, "skip_bad": skip_bad, "skips": skips,
@@ -274,7 +320,19 @@ def load_vqa(
 def write_vqa_predictions(
     path: str | os.PathLike, question_ids: Sequence[Any], answers: Sequence[str]
 ) -> Path:
-    """The official results file: a JSON list of {"question_id", "answer"}."""
+    """The official results file: a JSON list of {"question_id", "answer"}.
+
+    Args:
+        path: the file to write (atomically).
+        question_ids: the questions' ids, in order.
+        answers: the predicted answer of each, in the same order.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: when ``question_ids`` and ``answers`` differ in length.
+    """
     if len(question_ids) != len(answers):
         raise ValueError(f"{len(question_ids)} question ids but {len(answers)} answers")
     rows = [{"question_id": q, "answer": a} for q, a in zip(question_ids, answers, strict=True)]
