@@ -43,3 +43,17 @@ def test_int8_refuses_non_fp32_models():
     model = vilt.ViTForImageClassification(vilt.ViTConfig.from_preset("vit-test"))
     with pytest.raises(ValueError, match="fp32"):
         quantize_int8(model.to(torch.bfloat16))
+
+
+def test_int8_pooled_only_model_runs_and_agrees_with_the_full_sequence():
+    # a pooled_only model (as the VQA recipe saves it) computes queries for the first token
+    # only, from the rows of the fused qkv weight; a dynamic int8 Linear has no such tensor
+    config = vilt.ViltConfig.from_preset("vilt-test", num_labels=5)
+    full = vilt.ViltForQuestionAnswering(config).eval()
+    pooled = vilt.ViltForQuestionAnswering(config.replace(pooled_only=True)).eval()
+    pooled.load_state_dict(full.state_dict())
+    inputs = dict(input_ids=torch.randint(1, 100, (4, 7)), pixel_values=torch.randn(4, 3, 32, 32))
+    with torch.inference_mode():
+        want = quantize_int8(full)(**inputs).logits
+        got = quantize_int8(pooled)(**inputs).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

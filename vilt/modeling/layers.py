@@ -64,6 +64,12 @@ class Attention(nn.Module):
             # one copy (a permuted (3, B, H, N, hd) view costs a cat and two more copies).
             qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim)
             q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
+        elif not isinstance(self.qkv.weight, torch.Tensor):
+            # a dynamic int8 Linear (vilt.quantize_int8) keeps no weight rows to take apart:
+            # project every token, then keep the queries of the first ``queries``
+            qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim)
+            q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
+            q = q[:, :, :queries]
         else:
             weight, bias = self.qkv.weight, self.qkv.bias
             q = F.linear(x[:, :queries], weight[:d], None if bias is None else bias[:d])
