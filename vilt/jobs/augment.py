@@ -184,14 +184,14 @@ DEFAULT_RANDAUGMENT_OPS = tuple(
 RANDAUGMENT_FILL = 128
 
 
-def _torchvision_v2() -> Any:
-    """torchvision.transforms.v2, or an error naming the extra that installs it."""
+def _torchvision_v2(what: str = "RandAugment") -> Any:
+    """torchvision.transforms.v2, or an error naming ``what`` needs it and the extra that
+    installs it."""
     try:
         from torchvision.transforms import v2
     except Exception as err:  # absent, or built for another torch (fails at import)
         raise ImportError(
-            f"RandAugment needs torchvision (pip install 'vilt[augment]'), which failed to "
-            f"import: {err}"
+            f"{what} needs torchvision (pip install 'vilt[augment]'), which failed to import: {err}"
         ) from err
     return v2
 

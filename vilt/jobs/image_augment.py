@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .augment import _ItemAugment, _key
+from .augment import _ItemAugment, _key, _torchvision_v2
 
 __all__ = [
     "ImageTransform",
@@ -42,14 +42,7 @@ __all__ = [
 
 def _v2() -> Any:
     """torchvision.transforms.v2, or an error naming the extra that installs it."""
-    try:
-        from torchvision.transforms import v2
-    except Exception as err:  # absent, or built for another torch (fails at import)
-        raise ImportError(
-            f"this augmentation needs torchvision (pip install 'vilt[augment]'), which failed "
-            f"to import: {err}"
-        ) from err
-    return v2
+    return _torchvision_v2("this augmentation")
 
 
 class _Seeded(_ItemAugment):
