@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -24,7 +25,7 @@ def build_accelerator(config: TrainingConfig) -> Accelerator:
     --mixed_precision`` or an accelerate config), gradient accumulation, TensorBoard (when
     installed) under ``output_dir``, torch.compile on request; DDP over gloo when torchrun
     starts several processes on a machine without GPUs."""
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.grad_accum_steps,
         log_with="tensorboard" if uses_tensorboard(config) else None,
@@ -32,6 +33,18 @@ def build_accelerator(config: TrainingConfig) -> Accelerator:
         dynamo_backend="inductor" if config.compile else "no",
         cpu=_launched_without_accelerator(),
     )
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        atexit.unregister(_close_process_group)  # once, however many accelerators are built
+        atexit.register(_close_process_group)
+    return accelerator
+
+
+def _close_process_group() -> None:
+    """Close the process group when the interpreter exits, if the script did not: a process
+    that exits with gloo's threads still running can abort ("terminate called without an
+    active exception", exit 134) after its run finished and saved."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def process_state() -> PartialState:
