@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ from vilt.jobs import nlvr2
 
 EASY = ["--recipe-preset", str(RECIPES / "presets" / "easy-vqa-nlvr2.json")]
 TINY = [*EASY, "--preset", "vilt-test", "--max-train-examples", "48", "--max-eval-examples"]
-TINY += ["24", "--batch-size", "8", "--eval-batch-size", "16"]
+TINY += ["24", "--batch-size", "8", "--eval-batch-size", "16", "--no-init-run"]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_official_layout_trains_scores_dev_and_predicts_without_labels(tmp_path)
     ]  # fmt: skip
 
 
-def test_a_one_image_checkpoint_starts_with_the_right_image_as_the_left(tmp_path):
+def test_a_one_image_checkpoint_starts_with_the_right_image_as_the_left(tmp_path, capsys):
     source = tmp_path / "vqa"
     torch.manual_seed(0)
     config = vilt.ViltConfig.from_preset("vilt-test", num_labels=3)
@@ -93,6 +94,10 @@ def test_a_one_image_checkpoint_starts_with_the_right_image_as_the_left(tmp_path
     with pytest.warns(vilt.CheckpointWarning, match="newly initialised"):
         nlvr2.main([*TINY, "--init", str(source), "--max-steps", "1", "--lr", "1e-30",
                     "--output-dir", str(out)])  # fmt: skip
+    # its vocabulary never saw an "f": "left" is [UNK], and the run says so
+    unknown = results(out)["start"]["unknown_words"]
+    assert "left" in unknown["words"] and 0 < unknown["texts"] <= unknown["of"]
+    assert f"warning: the vocabulary of {source} lacks" in capsys.readouterr().out
     table = weights(out)["vilt.embeddings.modality_type_embeddings.weight"]
     before = weights(source)["vilt.embeddings.modality_type_embeddings.weight"]
     assert table.shape == (3, 32)
@@ -138,3 +143,49 @@ def test_the_public_nlvr2_layout_trains_on_from_a_transformers_checkpoint(tmp_pa
         torch.testing.assert_close(
             model(**inputs).logits, ref(**inputs).logits, atol=1e-5, rtol=1e-5
         )
+
+
+def write_presets(tmp_path):
+    """An NLVR2 preset whose init_run is a tiny pretraining that also learns the statements'
+    words (the recipe's own, at tiny settings)."""
+    recipe = json.loads((RECIPES / "presets" / "easy-vqa-nlvr2.json").read_text())
+    pretrain = json.loads((RECIPES / "presets" / "easy-vqa-pretrain.json").read_text())
+    pretrain["flags"].update({"preset": "vilt-test", "max-train-examples": 32, "max-steps": 2,
+                              "max-eval-examples": 16, "batch-size": 8})  # fmt: skip
+    (tmp_path / "tiny-pretrain.json").write_text(json.dumps(pretrain))
+    recipe["init_run"]["recipe_preset"] = "tiny-pretrain"  # looked up beside the preset
+    (tmp_path / "tiny-nlvr2.json").write_text(json.dumps(recipe))
+    return ["--recipe-preset", str(tmp_path / "tiny-nlvr2.json")]
+
+
+@pytest.mark.slow
+def test_the_recipe_preset_fine_tunes_its_init_run_and_reuses_it(tmp_path, capsys):
+    preset = write_presets(tmp_path)
+    tiny = ["--max-train-examples", "32", "--max-eval-examples", "16", "--batch-size", "8"]
+    out = tmp_path / "run"
+    assert nlvr2.main([*preset, *tiny, "--max-steps", "2", "--output-dir", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "init run, then this job from its model: vilt pretrain --recipe-preset " in said
+    assert "why: ViLT fine-tunes NLVR2 from a pretrained model" in said
+    assert results(out / "pretrain")["recipe_preset"]["name"] == "tiny-pretrain"
+    found = results(out)
+    assert found["init_run"]["reused"] is False and found["init_run"]["job"] == "pretrain"
+    assert found["start"]["kind"] == "init" and found["start"]["init"] == str(out / "pretrain")
+    assert found["start"]["unknown_words"]["texts"] == 0  # pretraining learned the statements
+    assert found["config"]["lr"] == 1e-4  # the rate of a start from a checkpoint
+    # the encoder is the pretrained one (a step at lr 1e-30 moves nothing)
+    again = tmp_path / "again"
+    shutil.copytree(out / "pretrain", again / "pretrain")
+    args = [*preset, *tiny, "--max-steps", "1", "--lr", "1e-30", "--output-dir", str(again)]
+    assert nlvr2.main(args) == 0
+    assert f"init run: {again / 'pretrain'} finished before" in capsys.readouterr().out
+    assert results(again)["init_run"]["reused"] is True
+    start, now = weights(again / "pretrain"), weights(again)
+    key = "vilt.encoder.blocks.0.attn.qkv.weight"
+    torch.testing.assert_close(now[key], start[key], atol=1e-20, rtol=0)
+    # --no-init-run: from scratch, as the preset's flags say
+    scratch = tmp_path / "scratch"
+    args = [*preset, *tiny, "--max-steps", "1", "--no-init-run", "--output-dir", str(scratch)]
+    assert nlvr2.main(args) == 0
+    assert results(scratch)["start"]["kind"] == "scratch" and not (scratch / "pretrain").exists()
+    assert "init_run" not in results(scratch)

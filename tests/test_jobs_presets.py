@@ -57,7 +57,7 @@ NEW_VIT_FLAGS = {
     "label_smoothing": 0.0,
 }
 # flags added since, at the values that start and train as before
-NEW_FLAGS = {"global_batch_size": None}
+NEW_FLAGS = {"global_batch_size": None, "no_init_run": False}
 NEW_VILT_FLAGS = {"init_vision": None, "init_text": None, "max_text_length": None}
 NEW_PRETRAIN_FLAGS = {
     "streaming": False,
@@ -65,6 +65,7 @@ NEW_PRETRAIN_FLAGS = {
     "itm_negatives": "in-batch",
     "itm_hard_candidates": 4,
     "wpa_weight": None,
+    "vocab_nlvr2_statements": None,
 }
 
 
@@ -217,6 +218,14 @@ def test_a_recipe_leaves_its_preset_out_on_other_data(tmp_path):
     assert args.recipe_preset is None and args.tta_shift == 0 and args._recipe_message == ""
 
 
+def init_run(job="pretrain", output="p", flags="{}", preset="easy-vqa-pretrain") -> str:
+    """A preset file whose init_run has these values (the preset a name or a file)."""
+    if preset == "easy-vqa-pretrain":
+        preset = str(ROOT / "recipes" / "presets" / f"{preset}.json")
+    run = f'{{"job": "{job}", "recipe_preset": "{preset}", "output": "{output}", "flags": {flags}}}'
+    return f'{{"flags": {{}}, "init_run": {run}}}'
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -228,6 +237,13 @@ def test_a_recipe_leaves_its_preset_out_on_other_data(tmp_path):
         ('{"flags": {"tta-flip": 1}}', "flag 'tta-flip': expected true or false, got 1"),
         ('{"flags": {"max-train-examples": 0}}', "flag 'max-train-examples': must be >= 1"),
         ('{"for_data": "easy-vqa", "flags": {}}', '"for_data" must be a list of --data names'),
+        ('{"flags": {}, "init_run": []}', '"init_run" must be an object'),
+        ('{"flags": {}, "init_run": {"job": "pretrain"}}', "missing keys ['output', 'recipe"),
+        (init_run(job="pretrian"), "job 'pretrian' is not one of ['nlvr2', 'pretrain'"),
+        (init_run(output="../p"), '"output" must be a directory name under --output-dir'),
+        (init_run(flags='{"epochs": false}'), '"flags" must be an object of flag -> value'),
+        (init_run(flags='{"tta-flip": true}'), "'tta-flip' is not a flag of vilt pretrain"),
+        (init_run(preset="nope"), "--recipe-preset 'nope': no such file or preset"),
     ],
 )
 def test_a_bad_preset_file_is_one_error_line_naming_it(content, message, tmp_path, capsys):

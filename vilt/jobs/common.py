@@ -21,6 +21,7 @@ and records it in results.json.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +38,7 @@ from ..training.records import write_json_atomic
 from .augment import check_shifts
 from .models import add_vilt_start_flags, check_vilt_start
 from .parser import OneLineParser
-from .presets import apply_recipe_preset, note_overrides
+from .presets import InitRun, apply_recipe_preset, note_overrides
 from .summary import percent, summary, write_curves
 
 __all__ = [
@@ -118,6 +119,12 @@ def job_parser(
     )
     # set by the recipe scripts: their data set's preset, applied when --data is its data
     parser.add_argument("--default-recipe-preset", metavar="FILE", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-init-run",
+        action="store_true",
+        help="skip the run the recipe preset starts from (its init_run, e.g. pretraining "
+        "before NLVR2): train from scratch instead",
+    )
     data = parser.add_argument_group("data")
     data.add_argument(
         "--data",
@@ -205,6 +212,9 @@ def parse_job_args(
     args.recipe_preset = applied.preset.name if applied else None
     args._recipe_message = applied.describe(parser) if applied else note
     args._recipe_record = applied.record() if applied else None
+    args._init_run = _chosen_init_run(applied, args)
+    if args._init_run is not None:  # the job starts from that run's model
+        args.init = str(Path(args.output_dir) / args._init_run.output)
     for name, choices in args._rate_choices.items():
         if getattr(args, name) is None:
             setattr(args, name, choices[args.init is not None])
@@ -233,6 +243,19 @@ def parse_job_args(
             except ValueError as err:
                 parser.error(str(err))
     return args
+
+
+_INIT_RUNS_OPEN = 0  # init runs in progress in this process (see Job._run_init)
+
+
+def _chosen_init_run(applied: Any, args: argparse.Namespace) -> InitRun | None:
+    """The preset's init_run, unless the command line gives the start (``--init``,
+    ``--init-vision``), evaluates only, or says ``--no-init-run``."""
+    run = applied.preset.init_run if applied is not None else None
+    given = args.init is not None or getattr(args, "init_vision", None) is not None
+    if run is None or given or args.eval_only or args.no_init_run:
+        return None
+    return run
 
 
 def _global_batch(args: argparse.Namespace) -> None:
@@ -312,6 +335,35 @@ class Job:
             self.say(args._recipe_message)
         if getattr(args, "_batch_message", ""):
             self.say(args._batch_message)
+        self.init_run: dict[str, Any] | None = None
+        if getattr(args, "_init_run", None) is not None:
+            self.init_run = self._run_init(args._init_run)
+
+    def _run_init(self, run: InitRun) -> dict[str, Any]:
+        """Run the recipe preset's init_run into ``OUTPUT_DIR/OUTPUT`` (or reuse it when it
+        finished before; ``--resume`` continues it when it stopped): this job's ``--init``."""
+        global _INIT_RUNS_OPEN
+        from ..cli import JOBS
+
+        out = self.out / run.output
+        record = {"job": run.job, "recipe_preset": str(run.recipe_preset), "output": str(out)}
+        if (out / "results.json").is_file() and (out / "config.json").is_file():
+            self.say(f"init run: {out} finished before; starting from it")
+            return {**record, "flags": dict(run.flags), "reused": True}
+        argv = run.argv(self.out, self.args.seed)
+        self.say(
+            f"init run, then this job from its model: vilt {run.job} {' '.join(argv)}"
+            + (f"\n  why: {run.why}" if run.why else "")
+            + "\n  (--no-init-run: from scratch; --init PATH: from another checkpoint)"
+        )
+        _INIT_RUNS_OPEN += 1  # its end leaves the process group open for this job
+        try:
+            code = importlib.import_module(JOBS[run.job][0]).main(argv)
+        finally:
+            _INIT_RUNS_OPEN -= 1
+        if code:
+            raise SystemExit(code)
+        return {**record, "flags": dict(run.flags), "reused": False}
 
     def say(self, message: str) -> None:
         if self.is_main:
@@ -393,6 +445,7 @@ class Job:
             "eval_only": bool(self.args.eval_only),
             "recipe_preset": getattr(self.args, "_recipe_record", None),
             **({"start": self.model_start} if self.model_start is not None else {}),
+            **({"init_run": self.init_run} if self.init_run is not None else {}),
             "total_time_s": round(time.perf_counter() - self.start, 3),
             **extra,
         }
@@ -411,6 +464,8 @@ class Job:
     def _leave_process_group(self) -> None:
         """Every process waits for the main one's files, then closes the process group: a
         process that exits with gloo still open can abort ("terminate called ...")."""
+        if _INIT_RUNS_OPEN:  # an init run: the job it starts goes on in this process group
+            return
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             self.state.wait_for_everyone()
             torch.distributed.destroy_process_group()

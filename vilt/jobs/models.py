@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from ..modeling.from_vit import vilt_config_from_vit
 from ..modeling.pretrained import Checkpoint, CheckpointError, read_checkpoint
 from ..processing import ImageProcessor, Tokenizer, ViltProcessor, train_tokenizer
 from ..training import latest_checkpoint
+from ..training.accel import process_state
 
 __all__ = [
     "ViltStart",
@@ -42,8 +44,8 @@ __all__ = [
     "image_processor",
     "read_init",
     "resumed_processor",
-    "run_tokenizer",
     "scratch_config",
+    "unknown_words",
 ]
 
 M = TypeVar("M", bound=PreTrainedModel)
@@ -96,11 +98,38 @@ def resumed_processor(out: Path, resume: Any) -> ViltProcessor | None:
     return None
 
 
-def run_tokenizer(init: str | None, texts: Iterable[str], vocab_size: int) -> Tokenizer:
-    """The ``--init`` checkpoint's tokenizer when it has one, else one trained on ``texts``."""
-    if init is not None and has_tokenizer(init):
-        return Tokenizer.from_pretrained(init)
-    return train_tokenizer(texts, vocab_size=vocab_size)
+def unknown_words(tokenizer: Tokenizer, texts: Iterable[str]) -> dict[str, Any]:
+    """The words of ``texts`` that ``tokenizer`` can only encode as [UNK]: {"texts": how many
+    texts hold one, "of": how many texts, "words": {word: texts holding it}, most first}.
+    A checkpoint's vocabulary that lacks the fine-tuning data's words loses them silently.
+
+    Args:
+        tokenizer: the tokenizer the job will encode with.
+        texts: the job's training texts.
+    """
+    counts = Counter(texts)
+    unk, words, held = tokenizer.unk_token_id, Counter(), 0
+    encodings = tokenizer.backend.encode_batch(list(counts), add_special_tokens=False)
+    for (text, n), encoding in zip(counts.items(), encodings, strict=True):
+        pieces = zip(encoding.ids, encoding.offsets, strict=True)
+        found = {text[a:b] for i, (a, b) in pieces if i == unk}
+        held += n if found else 0
+        words.update({word: n for word in found})
+    return {"texts": held, "of": sum(counts.values()), "words": dict(words.most_common())}
+
+
+def describe_unknown_words(found: dict[str, Any], source: str) -> str:
+    """The warning line for :func:`unknown_words`' result (empty when there are none)."""
+    if not found["texts"]:
+        return ""
+    shown = ", ".join(repr(w) for w in list(found["words"])[:8])
+    more = len(found["words"]) - 8
+    return (
+        f"warning: the vocabulary of {source} lacks {len(found['words']):,} word(s) of the "
+        f"training texts, which become [UNK] in {found['texts']:,} of {found['of']:,} texts: "
+        f"{shown}{f' and {more:,} more' if more > 0 else ''} (a tokenizer trained on these "
+        "texts, e.g. pretraining's --vocab-* flags, knows them)"
+    )
 
 
 def image_processor(size: int, patch_size: int) -> ImageProcessor:
@@ -192,6 +221,7 @@ class ViltStart:
         self.init: Checkpoint | None = None
         self.vit: Checkpoint | None = None
         self.text_config: dict[str, Any] | None = None
+        self.unknown_words: dict[str, Any] | None = None  # of a checkpoint's tokenizer
         length = args.max_text_length
         if args.init is not None:
             self.init = read_init(args.init, model_cls)
@@ -237,9 +267,18 @@ class ViltStart:
     def tokenizer(self, texts: Iterable[str], vocab_size: int) -> Tokenizer:
         """BERT's (``--init-text``), the ``--init`` checkpoint's when it has one, else a
         WordPiece vocabulary of ``vocab_size`` trained on ``texts``."""
-        if self.args.init_text is not None:
-            return Tokenizer.from_pretrained(self.args.init_text)
-        return run_tokenizer(self.args.init, texts, vocab_size)
+        source = self.args.init_text
+        if source is not None:
+            tokenizer = Tokenizer.from_pretrained(source)
+        elif self.args.init is not None and has_tokenizer(self.args.init):
+            source, tokenizer = self.args.init, Tokenizer.from_pretrained(self.args.init)
+        else:
+            return train_tokenizer(texts, vocab_size=vocab_size)
+        self.unknown_words = unknown_words(tokenizer, texts)
+        line = describe_unknown_words(self.unknown_words, source)
+        if line and process_state().is_main_process:
+            print(line, flush=True)
+        return tokenizer
 
     def processor(self, images: ImageProcessor, tokenizer: Tokenizer) -> ViltProcessor:
         """The processor: texts kept up to the model's text positions."""
@@ -280,4 +319,9 @@ class ViltStart:
             "init_vision": self.args.init_vision,
             "init_text": self.args.init_text,
             "text_positions": model.config.max_position_embeddings,
+            **({"unknown_words": self._unknown_record()} if self.unknown_words else {}),
         }
+
+    def _unknown_record(self) -> dict[str, Any]:
+        found = self.unknown_words or {}
+        return {**found, "words": dict(list(found.get("words", {}).items())[:50])}

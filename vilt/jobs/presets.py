@@ -20,6 +20,17 @@ A preset file::
 would give (``true``/``false`` for on/off flags). ``for_data``: the ``--data`` values the
 preset was made for; a recipe applies its default preset when ``--data`` is absent or one
 of these. ``notes`` (optional) say why a value was chosen.
+
+``init_run`` (optional) names a run that makes the checkpoint this one starts from, as ViLT
+fine-tunes from a pretrained model rather than from scratch::
+
+    "init_run": {"job": "pretrain", "recipe_preset": "easy-vqa-pretrain",
+                 "flags": {"epochs": 5}, "output": "pretrain", "why": "..."}
+
+Unless ``--init``, ``--init-vision``, ``--eval-only`` or ``--no-init-run`` is given, the job
+first runs ``vilt JOB`` with that preset (a name in the same directory, or a file) and
+``flags`` into ``OUTPUT_DIR/OUTPUT``, then starts from it (``--init``). A finished run there
+is reused; an interrupted one resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from ..textfiles import read_text
 
 __all__ = [
     "AppliedPreset",
+    "InitRun",
     "RecipePreset",
     "apply_recipe_preset",
     "note_overrides",
@@ -44,6 +56,40 @@ __all__ = [
 ]
 
 NO_PRESET = "none"  # --recipe-preset none: the job's generic defaults, even in a recipe
+
+
+@dataclass(frozen=True)
+class InitRun:
+    """A preset's ``init_run``: the job and preset of the run whose model it starts from.
+
+    Attributes:
+        job: the ``vilt`` command (``pretrain``, ``vqa``, ...).
+        recipe_preset: the preset file that run applies.
+        flags: its flags beyond the preset's (flag name -> value; true for an on/off flag).
+        output: its output directory, under the job's ``--output-dir``.
+        why: one line on why the job starts there.
+    """
+
+    job: str
+    recipe_preset: Path
+    flags: Mapping[str, Any]
+    output: str
+    why: str = ""
+
+    def argv(self, output_dir: Path, seed: int) -> list[str]:
+        """The run's command line (after ``vilt JOB``); ``--resume`` continues one that
+        stopped."""
+        out = ["--recipe-preset", str(self.recipe_preset)]
+        out += ["--output-dir", str(output_dir / self.output), "--seed", str(seed), "--resume"]
+        for flag, value in self.flags.items():
+            if value is True:
+                out.append(f"--{flag}")
+            else:
+                out += [
+                    f"--{flag}",
+                    *(str(v) for v in (value if isinstance(value, list) else [value])),
+                ]
+        return out
 
 
 @dataclass(frozen=True)
@@ -56,6 +102,7 @@ class RecipePreset:
     flags: Mapping[str, Any]
     for_data: tuple[str, ...] = ()
     notes: Mapping[str, str] = field(default_factory=dict)
+    init_run: InitRun | None = None
 
     def made_for(self, data: str | list[str] | None) -> bool:
         """Whether ``--data`` (None: the job's default source; a list: each of several) is
@@ -116,10 +163,10 @@ def read_recipe_preset(
         raise ValueError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
     if not isinstance(data, dict) or not isinstance(data.get("flags"), dict):
         raise ValueError(f'{path}: a recipe preset is a JSON object with a "flags" object')
-    unknown = sorted(set(data) - {"description", "for_data", "flags", "notes"})
+    unknown = sorted(set(data) - {"description", "for_data", "flags", "notes", "init_run"})
     if unknown:
         raise ValueError(
-            f"{path}: unknown keys {unknown}; known: description, for_data, flags, notes"
+            f"{path}: unknown keys {unknown}; known: description, for_data, flags, notes, init_run"
         )
     for_data = data.get("for_data", [])
     if not isinstance(for_data, list) or not all(isinstance(d, str) for d in for_data):
@@ -134,7 +181,44 @@ def read_recipe_preset(
         flags=data["flags"],
         for_data=tuple(for_data),
         notes=notes,
+        init_run=_init_run(path, data["init_run"]) if "init_run" in data else None,
     )
+
+
+_INIT_RUN_KEYS = {"job", "recipe_preset", "flags", "output", "why"}
+
+
+def _init_run(path: Path, spec: Any) -> InitRun:
+    """A preset's ``init_run`` object, checked: its job known, its preset found beside
+    ``path``, each of its flags one that job takes."""
+    import importlib
+
+    from ..cli import JOBS
+
+    where = f'{path}: "init_run"'
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where} must be an object with {sorted(_INIT_RUN_KEYS)}")
+    unknown = sorted(set(spec) - _INIT_RUN_KEYS)
+    missing = sorted({"job", "recipe_preset", "output"} - set(spec))
+    if unknown or missing:
+        raise ValueError(f"{where}: unknown keys {unknown}, missing keys {missing}")
+    if spec["job"] not in JOBS:
+        raise ValueError(f"{where}: job {spec['job']!r} is not one of {sorted(JOBS)}")
+    flags = spec.get("flags") or {}
+    if not isinstance(flags, dict) or any(v is False or v is None for v in flags.values()):
+        raise ValueError(f'{where}: "flags" must be an object of flag -> value (not false)')
+    output = str(spec["output"])
+    if not output or Path(output).is_absolute() or ".." in Path(output).parts:
+        raise ValueError(f'{where}: "output" must be a directory name under --output-dir')
+    try:
+        preset = read_recipe_preset(str(spec["recipe_preset"]), search=path.parent)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    if preset.init_run is not None:
+        raise ValueError(f"{where}: {preset.path} has an init_run of its own (one level only)")
+    parser = importlib.import_module(JOBS[spec["job"]][0]).build_parser()
+    preset_defaults(parser, RecipePreset(preset.name, path, "", flags))  # flags it takes
+    return InitRun(str(spec["job"]), preset.path, flags, output, str(spec.get("why", "")))
 
 
 def apply_recipe_preset(

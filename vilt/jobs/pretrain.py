@@ -5,8 +5,8 @@ With no flags: captions made from easy-VQA's question facts ("a red circle", "th
 blue shape"), its train images for training and its test images held out, and the VQA
 job's model shape (``vilt.jobs.vqa.DEFAULT_PRESET``) from scratch. The WordPiece
 vocabulary is trained on the captions, and with ``--vocab-vqa-questions SOURCE`` also on a
-VQA source's training questions, so that ``vilt vqa --init <this run> --data SOURCE`` meets
-no unknown word (``recipes/pretrain.py`` does so for easy-VQA through its recipe preset,
+VQA source's training questions (``--vocab-nlvr2-statements SOURCE``: an NLVR2 source's
+statements), so that ``vilt vqa --init <this run> --data SOURCE`` meets no unknown word (``recipes/pretrain.py`` does so for easy-VQA through its recipe preset,
 ``recipes/presets/easy-vqa-pretrain.json``). The result starts a VQA run:
 ``vilt vqa --init runs/pretrain``.
 """
@@ -21,7 +21,7 @@ from typing import Any
 from torch.utils.data import IterableDataset
 
 from ..config import ViltConfig
-from ..data import PretrainingCollator, load_pairs, load_vqa
+from ..data import PretrainingCollator, load_nlvr2, load_pairs, load_vqa
 from ..data.collate import NEGATIVES
 from ..data.mixture import expand_sources, load_pair_mixture
 from ..modeling import ViltForPreTraining
@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SOURCE",
         help="also train the vocabulary on the training questions of this VQA source (a "
         "--data of vilt vqa), so that fine-tuning on it meets no unknown word",
+    )
+    pre.add_argument(
+        "--vocab-nlvr2-statements",
+        metavar="SOURCE",
+        help="also train the vocabulary on the training statements of this NLVR2 source (a "
+        "--data of vilt nlvr2: easy-vqa or the release's root)",
     )
     pre.add_argument(
         "--mlm-probability", type=float, default=0.15, help="share of the tokens masked for MLM"
@@ -230,12 +236,15 @@ def _training_pairs(args: argparse.Namespace, transform: Any) -> Any:
 
 
 def _texts(args: argparse.Namespace, train: Any, start: models.ViltStart) -> list[str]:
-    """What a new vocabulary learns: the training captions (and ``--vocab-vqa-questions``)."""
+    """What a new vocabulary learns: the training captions (and ``--vocab-vqa-questions``,
+    ``--vocab-nlvr2-statements``)."""
     if args.init_text is not None or (args.init is not None and models.has_tokenizer(args.init)):
         return []  # the tokenizer comes with the starting point
     texts = [r.caption for r in getattr(train, "records", [])]
     if args.vocab_vqa_questions:
         texts += [r.question for r in load_vqa(args.vocab_vqa_questions).records]
+    if args.vocab_nlvr2_statements:
+        texts += [r.sentence for r in load_nlvr2(args.vocab_nlvr2_statements).records]
     if not texts:
         raise ValueError(
             "no captions to train a vocabulary on (streamed data): start from a tokenizer "
