@@ -1,11 +1,13 @@
-"""A recipe under torchrun with two CPU processes (gloo) ends with the files one process
-writes, scores each evaluation example once and predicts every question once."""
+"""A recipe under torchrun or accelerate launch with two CPU processes (gloo) ends with the
+files one process writes, scores each evaluation example once and predicts every question
+once."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -13,6 +15,39 @@ import pytest
 from jobs_helpers import TINY_VQA, assert_run_outputs, results
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launcher(name: str) -> list[str]:
+    """Two processes on this machine, as a user starts them: torchrun, or accelerate launch
+    (its multi-process launch; the processes find no GPU and train over gloo on CPU)."""
+    if name == "torchrun":
+        return ["torchrun", "--standalone", "--nproc_per_node", "2"]
+    return [
+        "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()),
+    ]  # fmt: skip
+
+
+LAUNCHERS = pytest.mark.parametrize(
+    "launch",
+    [
+        pytest.param(
+            "torchrun",
+            marks=pytest.mark.skipif(shutil.which("torchrun") is None, reason="no torchrun"),
+        ),
+        pytest.param(
+            "accelerate",
+            marks=pytest.mark.skipif(shutil.which("accelerate") is None, reason="no accelerate"),
+        ),
+    ],
+)
 
 
 @pytest.mark.slow
@@ -52,8 +87,8 @@ def test_vqa_recipe_under_torchrun_two_processes(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
-def test_retrieval_recipe_under_torchrun_shares_the_recall_pairs(tmp_path):
+@LAUNCHERS
+def test_retrieval_recipe_with_two_processes_shares_the_recall_pairs(launch, tmp_path):
     """Two processes score the held-out pairs between them: the recall they report is the one
     process's evaluation of the saved model."""
     from test_jobs_retrieval import TINY
@@ -61,7 +96,7 @@ def test_retrieval_recipe_under_torchrun_shares_the_recall_pairs(tmp_path):
     from vilt.jobs import retrieval
 
     out = tmp_path / "ddp"
-    command = ["torchrun", "--standalone", "--nproc_per_node", "2"]
+    command = launcher(launch)
     command += [str(ROOT / "recipes" / "retrieval.py"), *TINY, "--max-steps", "2"]
     command += ["--output-dir", str(out)]
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
@@ -80,17 +115,19 @@ def test_retrieval_recipe_under_torchrun_shares_the_recall_pairs(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
-def test_nlvr2_recipe_under_torchrun_predicts_every_statement_once(tmp_path):
-    """Two processes share the test statements: one prediction per identifier, and the
-    accuracy that the predictions score."""
-    from test_jobs_nlvr2 import TINY
+@LAUNCHERS
+def test_nlvr2_recipe_with_two_processes_predicts_every_statement_once(launch, tmp_path):
+    """Two processes run the recipe preset's init run (a pretraining) and then NLVR2 from it
+    in one process group, and share the test statements: one prediction per identifier, and
+    the accuracy that the predictions score."""
+    from test_jobs_nlvr2 import write_presets
 
     from vilt.data.nlvr2 import easy_vqa_nlvr2_records
 
     out = tmp_path / "ddp"
-    command = ["torchrun", "--standalone", "--nproc_per_node", "2"]
-    command += [str(ROOT / "recipes" / "nlvr2.py"), *TINY, "--max-steps", "2"]
+    command = launcher(launch)
+    command += [str(ROOT / "recipes" / "nlvr2.py"), *write_presets(tmp_path), "--max-steps", "2"]
+    command += ["--max-train-examples", "48", "--max-eval-examples", "24", "--batch-size", "8"]
     command += ["--output-dir", str(out)]
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
@@ -99,6 +136,8 @@ def test_nlvr2_recipe_under_torchrun_predicts_every_statement_once(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     found = results(out)
     assert found["world_size"] == 2 and found["metrics"]["eval_samples"] == 24
+    assert results(out / "pretrain")["world_size"] == 2 and found["init_run"]["reused"] is False
+    assert found["start"]["init"] == str(out / "pretrain")
     records = easy_vqa_nlvr2_records("test")[:24]
     predicted = json.loads((out / "predictions.json").read_text())
     assert [p["identifier"] for p in predicted] == [r.identifier for r in records]

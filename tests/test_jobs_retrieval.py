@@ -57,6 +57,10 @@ def test_writes_every_output_and_recall_a_saved_model_repeats(trained):
     assert {f"R@{k}": v for k, v in again.text_to_image.items()} == pytest.approx(
         recall["exhaustive"]["text_to_image"]
     )
+    chance = vilt.chance_recall(pool.relevant)  # beside it: what a random order scores
+    assert recall["chance"]["image_to_text"] == {
+        f"R@{k}": v for k, v in chance.image_to_text.items()
+    }
     predictions = json.loads((trained / "predictions.json").read_text())
     assert len(predictions["text_to_image"]) == 18 and len(predictions["image_to_text"]) == 6
     first = predictions["text_to_image"][0]

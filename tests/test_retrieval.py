@@ -6,7 +6,7 @@ import torch
 from tiny_checkpoints import TEXTS, images, save_vilt
 
 import vilt
-from vilt.retrieval import rank_by_scores, rerank, retrieval_recall
+from vilt.retrieval import chance_recall, rank_by_scores, rerank, retrieval_recall
 
 
 class StubScorer:
@@ -182,3 +182,29 @@ def test_bad_inputs_are_named(embedder):
     vqa = vilt.Embedder(vilt.ViltForQuestionAnswering(embedder.model.config), embedder.processor)
     with pytest.raises(TypeError, match="no image-text matching head"):
         retrieval_recall(vqa, images(2), TEXTS[:2])
+
+
+def test_chance_recall_is_what_a_random_order_scores():
+    # one right image among 4: found in the top K with probability K / 4
+    chance = chance_recall(torch.eye(4, dtype=torch.bool), ks=(1, 2, 10))
+    assert chance.text_to_image == pytest.approx({1: 25.0, 2: 50.0, 10: 100.0})
+    assert chance.image_to_text == pytest.approx({1: 25.0, 2: 50.0, 10: 100.0})
+    # two right among 4: 1 - C(2, 2) / C(4, 2) = 5/6 in the top 2
+    two = torch.tensor([[1, 1, 0, 0]], dtype=torch.bool)
+    assert chance_recall(two, ks=(1, 2)).text_to_image == pytest.approx({1: 50.0, 2: 250 / 3})
+    # against random scores ranked by retrieval_recall itself (images 3 is no text's)
+    relevant = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0]], dtype=torch.bool)
+    generator = torch.Generator().manual_seed(0)
+    runs = [
+        retrieval_recall(StubScorer(torch.rand(3, 4, generator=generator)), [None] * 4,
+                         ["a", "b", "c"], ks=(1, 2), relevant=relevant)
+        for _ in range(600)
+    ]  # fmt: skip
+    expected = chance_recall(relevant, ks=(1, 2))
+    for k in (1, 2):
+        t2i = sum(r.text_to_image[k] for r in runs) / len(runs)
+        i2t = sum(r.image_to_text[k] for r in runs) / len(runs)
+        assert t2i == pytest.approx(expected.text_to_image[k], abs=3.0)
+        assert i2t == pytest.approx(expected.image_to_text[k], abs=3.0)
+    with pytest.raises(ValueError, match="a right image per text"):
+        chance_recall(torch.tensor([[1, 0], [0, 0]], dtype=torch.bool))

@@ -22,7 +22,7 @@ from .modeling import (
 )
 from .predict import answer_question, attention_map
 from .processing import ImageProcessor, Tokenizer, ViltProcessor, ViTImageProcessor, train_tokenizer
-from .retrieval import RetrievalResult, retrieval_recall
+from .retrieval import RetrievalResult, chance_recall, retrieval_recall
 
 __version__ = "0.1.0"
 
@@ -51,6 +51,7 @@ __all__ = [
     "__version__",
     "answer_question",
     "attention_map",
+    "chance_recall",
     "check_inputs",
     "convert",
     "embed",

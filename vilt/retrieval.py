@@ -13,6 +13,7 @@ there are some.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import torch
 from .config import to_pair
 from .embedding import Embedder, ImageLike, check_images, check_texts
 
-__all__ = ["RetrievalResult", "rank_by_scores", "rerank", "retrieval_recall"]
+__all__ = ["RetrievalResult", "chance_recall", "rank_by_scores", "rerank", "retrieval_recall"]
 
 
 @dataclass
@@ -265,4 +266,39 @@ def retrieval_recall(
         ],
         text_top=t2i[:, : max(ks)].tolist(),
         image_top=i2t[:, : max(ks)].tolist(),
+    )
+
+
+def chance_recall(
+    relevant: torch.Tensor | np.ndarray, ks: Sequence[int] = (1, 5, 10)
+) -> RetrievalResult:
+    """The recall@K, in percent, that a random order of the candidates scores on average: the
+    figure a trained model's recall means something against (a query with m right answers
+    among N candidates finds one in its top K with probability 1 - C(N-m, K) / C(N, K)).
+
+    Args:
+        relevant: the (texts, images) bool matrix of the pairs that count as right answers,
+            as :func:`retrieval_recall` takes it.
+        ks: the K of recall@K.
+
+    Returns:
+        A :class:`RetrievalResult` with the expected recalls (no pairs scored, no ranks).
+    """
+    right = torch.as_tensor(relevant, dtype=torch.bool)
+    if right.ndim != 2 or not right.any(1).all():
+        raise ValueError("relevant: a (texts, images) bool matrix with a right image per text")
+
+    def expected(counts: torch.Tensor, n: int, k: int) -> float:
+        k = min(k, n)
+        hit = [1 - math.comb(n - m, k) / math.comb(n, k) for m in counts.tolist()]
+        return 100 * sum(hit) / len(hit)
+
+    texts, images = right.sum(1), right.sum(0)
+    images = images[images > 0]  # image->text queries: the images some text describes
+    return RetrievalResult(
+        text_to_image={k: expected(texts, right.shape[1], k) for k in ks},
+        image_to_text={k: expected(images, right.shape[0], k) for k in ks},
+        pairs_scored=0,
+        text_ranks=[],
+        image_ranks=[],
     )

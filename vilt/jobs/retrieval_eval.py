@@ -19,7 +19,7 @@ import torch
 from ..atomic import write_json
 from ..data.ranking import RetrievalPool
 from ..embedding import Embedder
-from ..retrieval import RetrievalResult, retrieval_recall
+from ..retrieval import RetrievalResult, chance_recall, retrieval_recall
 
 __all__ = ["ModelScorer", "RecallEvaluator", "write_retrieval_predictions"]
 
@@ -113,14 +113,17 @@ class RecallEvaluator:
         return out
 
     def record(self) -> dict[str, Any]:
-        """What results.json keeps: recall in percent by kind, and the pool's size."""
+        """What results.json keeps: recall in percent by kind (and what a random order
+        scores, ``chance``), and the pool's size."""
         kinds = {}
-        for kind, result in self.last.items():
+        chance = chance_recall(self.pool.relevant, self.ks)
+        for kind, result in {**self.last, "chance": chance}.items():
             kinds[kind] = {
                 "text_to_image": {f"R@{k}": v for k, v in result.text_to_image.items()},
                 "image_to_text": {f"R@{k}": v for k, v in result.image_to_text.items()},
-                "pairs_scored": result.pairs_scored,
             }
+            if kind != "chance":
+                kinds[kind]["pairs_scored"] = result.pairs_scored
             if kind == "rerank":
                 kinds[kind]["top_k"] = self.rerank_top_k
         return {"images": len(self.pool.images), "texts": len(self.pool.texts), **kinds}
