@@ -160,6 +160,14 @@ def test_source_specs_and_mixture_files(tmp_path):
     ]  # fmt: skip
     mixed = load_pairs(tmp_path / "mix.json")
     assert isinstance(mixed, MixedDataset) and captions(mixed) == ["one"] * 2
+    # a bad row of a source: an error naming it, or with skip_bad a counted skip
+    rows = [{"image": "imgs/0.png", "caption": "one"}, {"image": "imgs/0.png"}]
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "mix2.json").write_text(json.dumps({"sources": [{"data": "b.jsonl"}]}))
+    with pytest.raises(DataError, match="b.jsonl"):
+        load_pairs(tmp_path / "mix2.json")
+    mixed = load_pairs(tmp_path / "mix2.json", skip_bad=True)
+    assert captions(mixed) == ["one"] and sum(mixed.skip_counts().values()) == 1
     (tmp_path / "bad.json").write_text(json.dumps({"sources": [{"data": "a", "wieght": 1}]}))
     with pytest.raises(DataError, match=r"sources\[0\]: unknown keys \['wieght'\]"):
         read_mixture_file(tmp_path / "bad.json")

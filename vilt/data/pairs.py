@@ -350,7 +350,7 @@ def load_pairs(
 
             return load_pair_mixture(
                 read_mixture_file(source), split=split, transform=transform,
-                cache_images=cache_images, max_pixels=max_pixels,
+                cache_images=cache_images, max_pixels=max_pixels, skip_bad=skip_bad,
             )  # fmt: skip
         if layout == "karpathy":
             records = load_karpathy_records(source, data, split, image_dir=image_dir, skips=skips)
