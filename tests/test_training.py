@@ -643,3 +643,23 @@ def test_bf16_trains_and_resumes_exactly(tmp_path, fresh_accelerate_state):
     resumed = make_trainer(tmp_path / "run", **options, resume=True)
     resumed.train()
     assert max_diff(weights(reference), weights(resumed)) < 1e-6
+
+
+def test_evaluating_another_data_set_batches_it_as_evaluation_data(tmp_path):
+    """trainer.evaluate(dataset) uses the evaluation collator, never the training one (which
+    may augment: RandAugment, Mixup)."""
+    used = []
+
+    def augmenting(items):  # a training collator that changes the images
+        used.append("train")
+        batch = torch.utils.data.default_collate(items)
+        return {**batch, "pixel_values": batch["pixel_values"] + 10.0}
+
+    def plain(items):
+        used.append("eval")
+        return torch.utils.data.default_collate(items)
+
+    trainer = Trainer(tiny_model(), config_for(tmp_path), train_dataset=ToyImages(16),
+                      collate_fn=augmenting, eval_collate_fn=plain)  # fmt: skip
+    found = trainer.evaluate(ToyImages(16, seed=1))
+    assert set(used) == {"eval"} and found["eval_samples"] == 16

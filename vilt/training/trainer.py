@@ -145,7 +145,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.evaluators = list(evaluators)
         self.collate_fn = collate_fn
-        self._eval_collate = None if eval_dataset is None else eval_collate_fn or collate_fn
+        self.eval_collate_fn = eval_collate_fn or collate_fn
+        self._eval_collate = None if eval_dataset is None else self.eval_collate_fn
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self._loader_gen = torch.Generator()
@@ -437,8 +438,8 @@ class Trainer:
 
         Args:
             dataset: data to evaluate instead of ``eval_dataset``, batched with
-                ``eval_batch_size`` and the training ``collate_fn``; the ``evaluators`` run
-                only for the eval data set.
+                ``eval_batch_size`` and ``eval_collate_fn`` (else ``collate_fn``); the
+                ``evaluators`` run only for the eval data set.
 
         Returns:
             ``eval_loss``, ``eval_<metric>`` for each metric, and ``ema_eval_*`` with
@@ -449,7 +450,8 @@ class Trainer:
         """
         loader = self.eval_loader
         if dataset is not None:
-            loader = self.accelerator.prepare(self._loader(dataset, self.collate_fn, train=False))
+            collate = self.eval_collate_fn
+            loader = self.accelerator.prepare(self._loader(dataset, collate, train=False))
         if loader is None:
             raise ValueError("no eval_dataset given to the Trainer or to evaluate()")
         out = evaluate(self.accelerator, self.model, loader, self.metrics)
