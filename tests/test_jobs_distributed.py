@@ -117,7 +117,7 @@ def test_retrieval_recipe_with_two_processes_shares_the_recall_pairs(launch, tmp
 @pytest.mark.slow
 @LAUNCHERS
 def test_nlvr2_recipe_with_two_processes_predicts_every_statement_once(launch, tmp_path):
-    """Two processes run the recipe preset's init run (a pretraining) and then NLVR2 from it
+    """Two processes run the recipe preset's init run (a VQA run) and then NLVR2 from it
     in one process group, and share the test statements: one prediction per identifier, and
     the accuracy that the predictions score."""
     from test_jobs_nlvr2 import write_presets
@@ -136,8 +136,8 @@ def test_nlvr2_recipe_with_two_processes_predicts_every_statement_once(launch, t
     assert proc.returncode == 0, proc.stdout + proc.stderr
     found = results(out)
     assert found["world_size"] == 2 and found["metrics"]["eval_samples"] == 24
-    assert results(out / "pretrain")["world_size"] == 2 and found["init_run"]["reused"] is False
-    assert found["start"]["init"] == str(out / "pretrain")
+    assert results(out / "vqa")["world_size"] == 2 and found["init_run"]["reused"] is False
+    assert found["start"]["init"] == str(out / "vqa")
     records = easy_vqa_nlvr2_records("test")[:24]
     predicted = json.loads((out / "predictions.json").read_text())
     assert [p["identifier"] for p in predicted] == [r.identifier for r in records]

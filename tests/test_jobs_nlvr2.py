@@ -146,14 +146,14 @@ def test_the_public_nlvr2_layout_trains_on_from_a_transformers_checkpoint(tmp_pa
 
 
 def write_presets(tmp_path):
-    """An NLVR2 preset whose init_run is a tiny pretraining that also learns the statements'
+    """An NLVR2 preset whose init_run is a tiny easy-VQA run that also learns the statements'
     words (the recipe's own, at tiny settings)."""
     recipe = json.loads((RECIPES / "presets" / "easy-vqa-nlvr2.json").read_text())
-    pretrain = json.loads((RECIPES / "presets" / "easy-vqa-pretrain.json").read_text())
-    pretrain["flags"].update({"preset": "vilt-test", "max-train-examples": 32, "max-steps": 2,
-                              "max-eval-examples": 16, "batch-size": 8})  # fmt: skip
-    (tmp_path / "tiny-pretrain.json").write_text(json.dumps(pretrain))
-    recipe["init_run"]["recipe_preset"] = "tiny-pretrain"  # looked up beside the preset
+    first = json.loads((RECIPES / "presets" / "easy-vqa.json").read_text())
+    first["flags"].update({"preset": "vilt-test", "max-train-examples": 32, "max-steps": 2,
+                           "max-eval-examples": 16, "batch-size": 8, "examples": 1})  # fmt: skip
+    (tmp_path / "tiny-vqa.json").write_text(json.dumps(first))
+    recipe["init_run"]["recipe_preset"] = "tiny-vqa"  # looked up beside the preset
     (tmp_path / "tiny-nlvr2.json").write_text(json.dumps(recipe))
     return ["--recipe-preset", str(tmp_path / "tiny-nlvr2.json")]
 
@@ -165,27 +165,27 @@ def test_the_recipe_preset_fine_tunes_its_init_run_and_reuses_it(tmp_path, capsy
     out = tmp_path / "run"
     assert nlvr2.main([*preset, *tiny, "--max-steps", "2", "--output-dir", str(out)]) == 0
     said = capsys.readouterr().out
-    assert "init run, then this job from its model: vilt pretrain --recipe-preset " in said
-    assert "why: ViLT fine-tunes NLVR2 from a pretrained model" in said
-    assert results(out / "pretrain")["recipe_preset"]["name"] == "tiny-pretrain"
+    assert "init run, then this job from its model: vilt vqa --recipe-preset " in said
+    assert "why: the statements' one bit per pair does not teach" in said
+    assert results(out / "vqa")["recipe_preset"]["name"] == "tiny-vqa"
     found = results(out)
-    assert found["init_run"]["reused"] is False and found["init_run"]["job"] == "pretrain"
-    assert found["start"]["kind"] == "init" and found["start"]["init"] == str(out / "pretrain")
-    assert found["start"]["unknown_words"]["texts"] == 0  # pretraining learned the statements
+    assert found["init_run"]["reused"] is False and found["init_run"]["job"] == "vqa"
+    assert found["start"]["kind"] == "init" and found["start"]["init"] == str(out / "vqa")
+    assert found["start"]["unknown_words"]["texts"] == 0  # its vocabulary learned the statements
     assert found["config"]["lr"] == 1e-4  # the rate of a start from a checkpoint
     # the encoder is the pretrained one (a step at lr 1e-30 moves nothing)
     again = tmp_path / "again"
-    shutil.copytree(out / "pretrain", again / "pretrain")
+    shutil.copytree(out / "vqa", again / "vqa")
     args = [*preset, *tiny, "--max-steps", "1", "--lr", "1e-30", "--output-dir", str(again)]
     assert nlvr2.main(args) == 0
-    assert f"init run: {again / 'pretrain'} finished before" in capsys.readouterr().out
+    assert f"init run: {again / 'vqa'} finished before" in capsys.readouterr().out
     assert results(again)["init_run"]["reused"] is True
-    start, now = weights(again / "pretrain"), weights(again)
+    start, now = weights(again / "vqa"), weights(again)
     key = "vilt.encoder.blocks.0.attn.qkv.weight"
     torch.testing.assert_close(now[key], start[key], atol=1e-20, rtol=0)
     # --no-init-run: from scratch, as the preset's flags say
     scratch = tmp_path / "scratch"
     args = [*preset, *tiny, "--max-steps", "1", "--no-init-run", "--output-dir", str(scratch)]
     assert nlvr2.main(args) == 0
-    assert results(scratch)["start"]["kind"] == "scratch" and not (scratch / "pretrain").exists()
+    assert results(scratch)["start"]["kind"] == "scratch" and not (scratch / "vqa").exists()
     assert "init_run" not in results(scratch)

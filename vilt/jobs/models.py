@@ -172,6 +172,31 @@ def add_vilt_start_flags(group: Any) -> None:
         "model gets N positions, an --init model's table is resized to N (default: the "
         "preset's or the checkpoint's)",
     )
+    group.add_argument(
+        "--vocab-vqa-questions",
+        metavar="SOURCE",
+        help="a new vocabulary also learns the training questions of this VQA source (a --data "
+        "of vilt vqa), so that fine-tuning on it meets no unknown word",
+    )
+    group.add_argument(
+        "--vocab-nlvr2-statements",
+        metavar="SOURCE",
+        help="a new vocabulary also learns the training statements of this NLVR2 source (a "
+        "--data of vilt nlvr2: easy-vqa or the release's root)",
+    )
+
+
+def vocabulary_extras(args: argparse.Namespace) -> list[str]:
+    """The texts ``--vocab-vqa-questions`` and ``--vocab-nlvr2-statements`` add to what a new
+    vocabulary learns: the words of the data a model will be fine-tuned on next."""
+    from ..data import load_nlvr2, load_vqa
+
+    texts: list[str] = []
+    if getattr(args, "vocab_vqa_questions", None):
+        texts += [r.question for r in load_vqa(args.vocab_vqa_questions).records]
+    if getattr(args, "vocab_nlvr2_statements", None):
+        texts += [r.sentence for r in load_nlvr2(args.vocab_nlvr2_statements).records]
+    return texts
 
 
 def _at_least_two(text: str) -> int:
@@ -273,6 +298,12 @@ class ViltStart:
         elif self.args.init is not None and has_tokenizer(self.args.init):
             source, tokenizer = self.args.init, Tokenizer.from_pretrained(self.args.init)
         else:
+            texts = [*texts, *vocabulary_extras(self.args)]
+            if not texts:
+                raise ValueError(
+                    "no texts to train a vocabulary on (streamed data): start from a tokenizer "
+                    "with --init-text BERT_SOURCE or --init"
+                )
             return train_tokenizer(texts, vocab_size=vocab_size)
         self.unknown_words = unknown_words(tokenizer, texts)
         line = describe_unknown_words(self.unknown_words, source)

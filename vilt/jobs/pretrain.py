@@ -6,7 +6,8 @@ blue shape"), its train images for training and its test images held out, and th
 job's model shape (``vilt.jobs.vqa.DEFAULT_PRESET``) from scratch. The WordPiece
 vocabulary is trained on the captions, and with ``--vocab-vqa-questions SOURCE`` also on a
 VQA source's training questions (``--vocab-nlvr2-statements SOURCE``: an NLVR2 source's
-statements), so that ``vilt vqa --init <this run> --data SOURCE`` meets no unknown word (``recipes/pretrain.py`` does so for easy-VQA through its recipe preset,
+statements), so that ``vilt vqa --init <this run> --data SOURCE`` meets no unknown word
+(``recipes/pretrain.py`` does so for easy-VQA through its recipe preset,
 ``recipes/presets/easy-vqa-pretrain.json``). The result starts a VQA run:
 ``vilt vqa --init runs/pretrain``.
 """
@@ -21,7 +22,7 @@ from typing import Any
 from torch.utils.data import IterableDataset
 
 from ..config import ViltConfig
-from ..data import PretrainingCollator, load_nlvr2, load_pairs, load_vqa
+from ..data import PretrainingCollator, load_pairs
 from ..data.collate import NEGATIVES
 from ..data.mixture import expand_sources, load_pair_mixture
 from ..modeling import ViltForPreTraining
@@ -91,18 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
         "directories) instead of indexing them; needs --max-steps",
     )
     pre.add_argument("--vocab-size", type=int, default=4096, help="WordPiece vocabulary size")
-    pre.add_argument(
-        "--vocab-vqa-questions",
-        metavar="SOURCE",
-        help="also train the vocabulary on the training questions of this VQA source (a "
-        "--data of vilt vqa), so that fine-tuning on it meets no unknown word",
-    )
-    pre.add_argument(
-        "--vocab-nlvr2-statements",
-        metavar="SOURCE",
-        help="also train the vocabulary on the training statements of this NLVR2 source (a "
-        "--data of vilt nlvr2: easy-vqa or the release's root)",
-    )
     pre.add_argument(
         "--mlm-probability", type=float, default=0.15, help="share of the tokens masked for MLM"
     )
@@ -182,9 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     transform = partial(images.preprocess_one, normalize=False)
     train = _training_pairs(args, transform)
     if processor is None:
-        processor = start.processor(
-            images, start.tokenizer(_texts(args, train, start), args.vocab_size)
-        )
+        processor = start.processor(images, start.tokenizer(_captions(train), args.vocab_size))
     fields = {} if args.wpa_weight is None else {"wpa_weight": args.wpa_weight}
     model = start.build(ViltForPreTraining, processor, **fields)
     job.model_start = start.record(model)
@@ -235,22 +222,10 @@ def _training_pairs(args: argparse.Namespace, transform: Any) -> Any:
     )
 
 
-def _texts(args: argparse.Namespace, train: Any, start: models.ViltStart) -> list[str]:
-    """What a new vocabulary learns: the training captions (and ``--vocab-vqa-questions``,
-    ``--vocab-nlvr2-statements``)."""
-    if args.init_text is not None or (args.init is not None and models.has_tokenizer(args.init)):
-        return []  # the tokenizer comes with the starting point
-    texts = [r.caption for r in getattr(train, "records", [])]
-    if args.vocab_vqa_questions:
-        texts += [r.question for r in load_vqa(args.vocab_vqa_questions).records]
-    if args.vocab_nlvr2_statements:
-        texts += [r.sentence for r in load_nlvr2(args.vocab_nlvr2_statements).records]
-    if not texts:
-        raise ValueError(
-            "no captions to train a vocabulary on (streamed data): start from a tokenizer "
-            "with --init-text BERT_SOURCE or --init"
-        )
-    return texts
+def _captions(train: Any) -> list[str]:
+    """The training captions: what a new vocabulary learns (with the ``--vocab-*`` sources),
+    or what a checkpoint's vocabulary is checked against (none when streamed)."""
+    return [r.caption for r in getattr(train, "records", [])]
 
 
 def _held_out(job: Job, processor: ViltProcessor) -> Any:
