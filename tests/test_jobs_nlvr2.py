@@ -12,12 +12,13 @@ import shutil
 import pytest
 import torch
 import transformers
-from jobs_helpers import RECIPES, assert_run_outputs, results, rows, weights
+from jobs_helpers import RECIPES, TINY_VQA, assert_run_outputs, results, rows, weights
 from test_data_nlvr2 import ROWS, write_nlvr2
 
 import vilt
 from vilt.data.nlvr2 import easy_vqa_nlvr2_records
-from vilt.jobs import nlvr2
+from vilt.jobs import nlvr2, vqa
+from vilt.jobs.models import unknown_words
 
 EASY = ["--recipe-preset", str(RECIPES / "presets" / "easy-vqa-nlvr2.json")]
 TINY = [*EASY, "--preset", "vilt-test", "--max-train-examples", "48", "--max-eval-examples"]
@@ -146,8 +147,8 @@ def test_the_public_nlvr2_layout_trains_on_from_a_transformers_checkpoint(tmp_pa
 
 
 def write_presets(tmp_path):
-    """An NLVR2 preset whose init_run is a tiny easy-VQA run that also learns the statements'
-    words (the recipe's own, at tiny settings)."""
+    """An NLVR2 preset whose init_run is a tiny easy-VQA run (the recipe's own, at tiny
+    settings)."""
     recipe = json.loads((RECIPES / "presets" / "easy-vqa-nlvr2.json").read_text())
     first = json.loads((RECIPES / "presets" / "easy-vqa.json").read_text())
     first["flags"].update({"preset": "vilt-test", "max-train-examples": 32, "max-steps": 2,
@@ -166,12 +167,14 @@ def test_the_recipe_preset_fine_tunes_its_init_run_and_reuses_it(tmp_path, capsy
     assert nlvr2.main([*preset, *tiny, "--max-steps", "2", "--output-dir", str(out)]) == 0
     said = capsys.readouterr().out
     assert "init run, then this job from its model: vilt vqa --recipe-preset " in said
-    assert "why: the statements' one bit per pair does not teach" in said
+    assert "why: one true/false label per pair of images does not teach" in said
     assert results(out / "vqa")["recipe_preset"]["name"] == "tiny-vqa"
     found = results(out)
     assert found["init_run"]["reused"] is False and found["init_run"]["job"] == "vqa"
     assert found["start"]["kind"] == "init" and found["start"]["init"] == str(out / "vqa")
-    assert found["start"]["unknown_words"]["texts"] == 0  # its vocabulary learned the statements
+    # the VQA run's vocabulary lacks words of the statements: counted, and said
+    assert found["start"]["unknown_words"]["texts"] > 0
+    assert f"warning: the vocabulary of {out / 'vqa'} lacks" in said
     assert found["config"]["lr"] == 1e-4  # the rate of a start from a checkpoint
     # the encoder is the pretrained one (a step at lr 1e-30 moves nothing)
     again = tmp_path / "again"
@@ -189,3 +192,11 @@ def test_the_recipe_preset_fine_tunes_its_init_run_and_reuses_it(tmp_path, capsy
     assert nlvr2.main(args) == 0
     assert results(scratch)["start"]["kind"] == "scratch" and not (scratch / "vqa").exists()
     assert "init_run" not in results(scratch)
+
+
+def test_a_vocabulary_flag_trains_the_next_data_words_into_a_new_vocabulary(tmp_path):
+    out = tmp_path / "vqa"
+    args = [*TINY_VQA, "--max-steps", "1", "--vocab-nlvr2-statements", "easy-vqa"]
+    assert vqa.main([*args, "--output-dir", str(out)]) == 0
+    statements = [r.sentence for r in easy_vqa_nlvr2_records("train")]
+    assert unknown_words(vilt.Tokenizer.from_pretrained(out), statements)["texts"] == 0

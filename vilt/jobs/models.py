@@ -127,8 +127,9 @@ def describe_unknown_words(found: dict[str, Any], source: str) -> str:
     return (
         f"warning: the vocabulary of {source} lacks {len(found['words']):,} word(s) of the "
         f"training texts, which become [UNK] in {found['texts']:,} of {found['of']:,} texts: "
-        f"{shown}{f' and {more:,} more' if more > 0 else ''} (a tokenizer trained on these "
-        "texts, e.g. pretraining's --vocab-* flags, knows them)"
+        f"{shown}{f' and {more:,} more' if more > 0 else ''} (a checkpoint made with "
+        "--vocab-vqa-questions or --vocab-nlvr2-statements knows them, their embeddings "
+        "untrained until fine-tuning)"
     )
 
 
