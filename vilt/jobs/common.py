@@ -122,7 +122,7 @@ def job_parser(
     parser.add_argument(
         "--no-init-run",
         action="store_true",
-        help="skip the run the recipe preset starts from (its init_run, e.g. pretraining "
+        help="skip the run the recipe preset starts from (its init_run, e.g. the VQA run "
         "before NLVR2): train from scratch instead",
     )
     data = parser.add_argument_group("data")
@@ -464,8 +464,7 @@ class Job:
     def _leave_process_group(self) -> None:
         """Every process waits for the main one's files, then closes the process group: a
         process that exits with gloo still open can abort ("terminate called ...")."""
-        if _INIT_RUNS_OPEN:  # an init run: the job it starts goes on in this process group
-            return
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             self.state.wait_for_everyone()
-            torch.distributed.destroy_process_group()
+            if not _INIT_RUNS_OPEN:  # an init run's job goes on in this process group
+                torch.distributed.destroy_process_group()
