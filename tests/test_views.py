@@ -27,6 +27,19 @@ def test_shift_moves_the_content_and_repeats_the_border():
     assert torch.equal(shift_image(stack, 1, -1)[1, 2, 0], shift_image(stack[1, 2, 0], 1, -1))
 
 
+def test_shift_is_each_pixel_read_from_the_nearest_one_inside():
+    """Every shift of every dtype equals its definition: output (y, x) reads input
+    (clamp(y - dy), clamp(x - dx)); the result never shares memory with the input."""
+    image = torch.randint(0, 255, (2, 3, 7, 6), dtype=torch.uint8)
+    for dy in range(-6, 7):
+        for dx in range(-5, 6):
+            rows = (torch.arange(7) - dy).clamp(0, 6)
+            cols = (torch.arange(6) - dx).clamp(0, 5)
+            moved = shift_image(image, dy, dx)
+            assert torch.equal(moved, image[..., rows, :][..., cols]), (dy, dx)
+            assert moved.data_ptr() != image.data_ptr()
+
+
 def test_views_are_the_mirror_and_four_shifts():
     image = torch.rand(3, 6, 6)
     assert time_views() == []
