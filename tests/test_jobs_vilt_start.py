@@ -13,6 +13,7 @@ import transformers
 from jobs_helpers import RECIPES, TINY_VQA, results, weights
 
 import vilt
+from vilt.data.nlvr2 import easy_vqa_nlvr2_records
 from vilt.jobs import nlvr2, pretrain, retrieval, vqa
 from vilt.modeling.pretrained import read_checkpoint
 from vilt.processing import Tokenizer
@@ -92,6 +93,8 @@ def test_the_run_uses_berts_tokenizer_and_the_models_text_length(sources, from_v
     processor = vilt.ViltProcessor.from_pretrained(from_vit)
     assert processor.max_length == 12
     start = results(from_vit)["start"]
+    unknown = start.pop("unknown_words")  # BERT's vocabulary, checked against the questions
+    assert unknown["of"] > 0 and (unknown["texts"] > 0) == bool(unknown["words"])
     assert start == {
         "kind": "vision", "init": None, "init_vision": str(sources / "vit"),
         "init_text": str(sources / "bert"), "text_positions": 12,
@@ -144,7 +147,9 @@ def test_nlvr2_starts_from_a_vit_and_bert_with_a_second_image_type(sources, tmp_
     assert vilt.ViltForImagesAndTextClassification.from_pretrained(out).config.num_images == 2
     bert_vocab = Tokenizer.from_pretrained(sources / "bert").get_vocab()
     assert Tokenizer.from_pretrained(out).get_vocab() == bert_vocab
-    assert results(out)["start"] == {
+    start = results(out)["start"]
+    assert start.pop("unknown_words")["of"] == len(easy_vqa_nlvr2_records("train"))
+    assert start == {
         "kind": "vision", "init": None, "init_vision": str(sources / "vit"),
         "init_text": str(sources / "bert"), "text_positions": 12,
     }  # fmt: skip
