@@ -146,7 +146,6 @@ class Trainer:
         self.evaluators = list(evaluators)
         self.collate_fn = collate_fn
         self.eval_collate_fn = eval_collate_fn or collate_fn
-        self._eval_collate = None if eval_dataset is None else self.eval_collate_fn
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self._loader_gen = torch.Generator()
@@ -161,7 +160,7 @@ class Trainer:
         train_loader = self._loader(train_dataset, collate_fn, train=True)
         eval_loader = None
         if eval_dataset is not None:
-            eval_loader = self._loader(eval_dataset, eval_collate_fn or collate_fn, train=False)
+            eval_loader = self._loader(eval_dataset, self.eval_collate_fn, train=False)
         self.model, self.optimizer, self.train_loader = acc.prepare(model, optimizer, train_loader)
         self.eval_loader = acc.prepare(eval_loader) if eval_loader is not None else None
         self._bare = self.unwrapped_model  # the same parameters, without wrappers
@@ -525,7 +524,11 @@ class Trainer:
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
             "resume_changes": self.resume_changes,
             "data_skips": data_skips(acc, train=self.train_dataset, eval=self.eval_dataset),
-            "text_truncation": text_truncation(acc, train=self.collate_fn, eval=self._eval_collate),
+            "text_truncation": text_truncation(
+                acc,
+                train=self.collate_fn,
+                eval=self.eval_collate_fn if self.eval_dataset is not None else None,
+            ),
             "config": cfg.to_dict(),
             **self.kept.results(),  # best model, early stopping
         }
