@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -289,9 +290,10 @@ def chance_recall(
         raise ValueError("relevant: a (texts, images) bool matrix with a right image per text")
 
     def expected(counts: torch.Tensor, n: int, k: int) -> float:
-        k = min(k, n)
-        hit = [1 - math.comb(n - m, k) / math.comb(n, k) for m in counts.tolist()]
-        return 100 * sum(hit) / len(hit)
+        k = min(k, n)  # queries with the same number m of right answers share a probability
+        queries = Counter(counts.tolist())
+        hits = sum(q * (1 - math.comb(n - m, k) / math.comb(n, k)) for m, q in queries.items())
+        return 100 * hits / len(counts)
 
     texts, images = right.sum(1), right.sum(0)
     images = images[images > 0]  # image->text queries: the images some text describes
