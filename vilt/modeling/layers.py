@@ -58,18 +58,16 @@ class Attention(nn.Module):
         ``queries``: only the first ``queries`` tokens attend (out is (B, queries, D)); every
         token is still a key and a value. The query rows of the fused weight are used alone."""
         b, n, d = x.shape
-        if queries is None:
+        if queries is None or not isinstance(self.qkv.weight, torch.Tensor):
             # Split along the qkv axis, then move heads forward as views: in backward the
             # three gradients are stacked straight into the projection's (B, N, 3D) layout in
             # one copy (a permuted (3, B, H, N, hd) view costs a cat and two more copies).
+            # A dynamic int8 Linear (vilt.quantize_int8) keeps no weight rows to take apart:
+            # it projects every token, and the first ``queries`` are kept.
             qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim)
             q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
-        elif not isinstance(self.qkv.weight, torch.Tensor):
-            # a dynamic int8 Linear (vilt.quantize_int8) keeps no weight rows to take apart:
-            # project every token, then keep the queries of the first ``queries``
-            qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim)
-            q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
-            q = q[:, :, :queries]
+            if queries is not None:
+                q = q[:, :, :queries]
         else:
             weight, bias = self.qkv.weight, self.qkv.bias
             q = F.linear(x[:, :queries], weight[:d], None if bias is None else bias[:d])
