@@ -35,6 +35,15 @@ def launcher(name: str) -> list[str]:
     ]  # fmt: skip
 
 
+def run_two_processes(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Run a launcher's command line to its end, one thread a process, no progress bars; it
+    must succeed (its output is the failure message otherwise)."""
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
 LAUNCHERS = pytest.mark.parametrize(
     "launch",
     [
@@ -54,27 +63,9 @@ LAUNCHERS = pytest.mark.parametrize(
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
 def test_vqa_recipe_under_torchrun_two_processes(tmp_path):
     out = tmp_path / "ddp"
-    command = [
-        "torchrun",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(ROOT / "recipes" / "vqa.py"),
-    ]
-    command += [
-        *TINY_VQA,
-        "--max-eval-examples",
-        "23",
-        "--max-steps",
-        "2",
-        "--output-dir",
-        str(out),
-    ]
-    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    command = [*launcher("torchrun"), str(ROOT / "recipes" / "vqa.py"), *TINY_VQA]
+    command += ["--max-eval-examples", "23", "--max-steps", "2", "--output-dir", str(out)]
+    proc = run_two_processes(command, tmp_path)
     found = results(out)
     assert found["world_size"] == 2 and found["metrics"]["eval_samples"] == 23  # an odd count
     found["world_size"] = 1  # the rest is what one process writes
@@ -99,11 +90,7 @@ def test_retrieval_recipe_with_two_processes_shares_the_recall_pairs(launch, tmp
     command = launcher(launch)
     command += [str(ROOT / "recipes" / "retrieval.py"), *TINY, "--max-steps", "2"]
     command += ["--output-dir", str(out)]
-    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_two_processes(command, tmp_path)
     found = results(out)
     assert found["world_size"] == 2 and found["metrics"]["eval_samples"] == 16
     assert proc.stdout.count("every pair scored") == 1  # the summary: main process only
@@ -129,11 +116,7 @@ def test_nlvr2_recipe_with_two_processes_predicts_every_statement_once(launch, t
     command += [str(ROOT / "recipes" / "nlvr2.py"), *write_presets(tmp_path), "--max-steps", "2"]
     command += ["--max-train-examples", "48", "--max-eval-examples", "24", "--batch-size", "8"]
     command += ["--output-dir", str(out)]
-    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_two_processes(command, tmp_path)
     found = results(out)
     assert found["world_size"] == 2 and found["metrics"]["eval_samples"] == 24
     assert results(out / "vqa")["world_size"] == 2 and found["init_run"]["reused"] is False
